@@ -1,0 +1,247 @@
+"""Recipe schema (strict), YAML loading and ``a.b=c`` command-line overrides.
+
+A recipe is a YAML file validated by the pydantic models below. Unknown keys are errors that name
+the dotted path and the closest valid key. Component blocks (``task``, ``advantage``,
+``objective.surrogate``, ...) are ``{name: <registered name or dotted path>, **hyperparameters}``;
+their hyperparameters are checked against the component's signature when the recipe is built
+(``build_components``), which ``entrolab validate`` also does.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from entrolab.registry import ConfigError, did_you_mean
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _component(v: Any, default_name: str | None = None) -> dict[str, Any]:
+    if isinstance(v, str):
+        v = {"name": v}
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a mapping with 'name' or a name string, got {type(v).__name__}")
+    if "name" not in v:
+        if default_name is None:
+            raise ValueError("component block needs a 'name'")
+        v = {"name": default_name, **v}
+    return dict(v)
+
+
+class ModelCfg(_Strict):
+    """Which policy to train. ``path`` is any HF causal-LM folder; ``testbed`` builds one from scratch."""
+
+    path: str | None = None
+    tokenizer: str | None = None  # defaults to ``path``
+    testbed_size: Literal["tiny", "small"] | None = None  # random init, char tokenizer (tests)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    chat_template: bool = False  # wrap prompts with the tokenizer's chat template
+
+
+class RolloutCfg(_Strict):
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class RewardsCfg(_Strict):
+    """Weighted sum of reward terms, then shapers in order. ``normalize`` z-scores each term first."""
+
+    terms: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "verifier"}])
+    normalize: bool = False
+    shapers: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("terms", "shapers", mode="before")
+    @classmethod
+    def _blocks(cls, v):
+        return [_component(x) for x in (v or [])]
+
+
+class ObjectiveCfg(_Strict):
+    surrogate: dict[str, Any] = Field(default_factory=lambda: {"name": "ppo_clip"})
+    aggregation: dict[str, Any] = Field(default_factory=lambda: {"name": "token_mean"})
+    token_weights: list[dict[str, Any]] = Field(default_factory=list)
+    regularizers: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("surrogate", "aggregation", mode="before")
+    @classmethod
+    def _one(cls, v):
+        return _component(v)
+
+    @field_validator("token_weights", "regularizers", mode="before")
+    @classmethod
+    def _many(cls, v):
+        return [_component(x) for x in (v or [])]
+
+
+class OptimCfg(_Strict):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class TrainCfg(_Strict):
+    steps: int = Field(20, ge=0)
+    updates_per_batch: int = Field(1, ge=1)  # passes (epochs) over each rollout batch
+    mini_batch_size: int | None = Field(None, ge=1)  # sequences per optimizer step; None = whole batch
+    micro_batch_size: int | None = Field(None, ge=1)  # sequences per forward; None = mini-batch
+    eval_every: int = Field(0, ge=0)  # 0 = only at the end
+    save_every: int = Field(0, ge=0)  # 0 = only at the end
+    keep_checkpoints: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: Literal["auto", True, False] = "auto"
+    log_every: int = Field(1, ge=1)
+
+
+class EvalCfg(_Strict):
+    split: str = "test"
+    num_prompts: int | None = Field(64, ge=1)
+    n_samples: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    greedy: bool = True
+    batch_size: int = Field(1024, ge=1)  # sequences generated at once
+
+
+class Recipe(_Strict):
+    """A complete training recipe."""
+
+    seed: int = 0
+    run_dir: str = "runs/{name}"
+    name: str = "run"
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    task: dict[str, Any] = Field(default_factory=lambda: {"name": "countdown"})
+    rollout: RolloutCfg = Field(default_factory=RolloutCfg)
+    rewards: RewardsCfg = Field(default_factory=RewardsCfg)
+    advantage: dict[str, Any] = Field(default_factory=lambda: {"name": "grpo"})
+    objective: ObjectiveCfg = Field(default_factory=ObjectiveCfg)
+    optim: OptimCfg = Field(default_factory=OptimCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    eval: EvalCfg = Field(default_factory=EvalCfg)
+
+    @field_validator("task", "advantage", mode="before")
+    @classmethod
+    def _one(cls, v):
+        return _component(v)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir.format(name=self.name))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading + errors
+def _schema_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    """Valid keys at ``path`` inside ``model`` (for 'did you mean')."""
+    cur: Any = model
+    for part in path:
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        cur = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cur is None:
+            return []
+    return list(cur.model_fields) if cur is not None else []
+
+
+def _format_validation(err: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"]]
+        dotted = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            valid = _schema_keys(model, loc[:-1])
+            lines.append(f"unknown key '{dotted}'.{did_you_mean(loc[-1], valid)}"
+                         + (f" Valid keys here: {', '.join(valid)}" if valid else ""))
+        else:
+            lines.append(f"'{dotted}': {e['msg']} (got {e.get('input')!r})")
+    return "invalid recipe:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=c`` → (['a','b'], value) with the value parsed as YAML (so 1e-4, true, [1,2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a raw recipe dict; list items are addressed by index (``a.0.b``)."""
+    data = copy.deepcopy(data)
+    for ov in overrides:
+        path, value = parse_override(ov)
+        cur: Any = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(cur, list):
+                idx = _index(part, cur, path[: i + 1])
+                cur = cur[idx]
+                continue
+            if cur.get(part) is None:
+                cur[part] = {}
+            cur = cur[part]
+            if isinstance(cur, str):  # 'advantage: grpo' shorthand, now being given params
+                raise ConfigError(f"override '{ov}': '{'.'.join(path[:i + 1])}' is a plain value")
+        last = path[-1]
+        if isinstance(cur, list):
+            cur[_index(last, cur, path)] = value
+        else:
+            cur[last] = value
+    return data
+
+
+def _index(part: str, seq: list, path: list[str]) -> int:
+    try:
+        idx = int(part)
+    except ValueError:
+        raise ConfigError(f"'{'.'.join(path)}': '{part}' must be a list index") from None
+    if not -len(seq) <= idx < len(seq):
+        raise ConfigError(f"'{'.'.join(path)}': index {idx} out of range (list has {len(seq)} items)")
+    return idx
+
+
+def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe from a YAML path (or a dict), apply overrides, validate strictly."""
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"recipe file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping at the top level")
+        data.setdefault("name", path.stem)
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, Recipe)) from None
