@@ -1,0 +1,130 @@
+"""Build every stage's component from a recipe (the only place names are turned into objects)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from entrolab.config import Recipe
+from entrolab.registry import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    ALL_REGISTRIES,
+    REGULARIZERS,
+    REWARDS,
+    SHAPERS,
+    SURROGATES,
+    TASKS,
+    TOKEN_WEIGHTS,
+    ConfigError,
+    Registry,
+)
+from entrolab.types import REQUIREMENTS
+
+#: Modules that register built-in components at import time.
+BUILTIN_MODULES = (
+    "entrolab.tasks",
+    "entrolab.rewards",
+    "entrolab.advantages",
+    "entrolab.objectives",
+)
+
+
+def import_builtins() -> None:
+    """Import every module that registers built-in components (idempotent)."""
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+
+
+def registries() -> dict[str, Registry]:
+    import_builtins()
+    return ALL_REGISTRIES
+
+
+@dataclass
+class Components:
+    """The built pipeline. ``stateful()`` lists every component by a stable key for checkpoints."""
+
+    task: Any
+    reward_terms: list[tuple[str, float, Any]]
+    shapers: list[Any]
+    normalize_rewards: bool
+    advantage: Any
+    surrogate: Any
+    aggregation: Any
+    token_weights: list[Any] = field(default_factory=list)
+    regularizers: list[Any] = field(default_factory=list)
+
+    def keyed(self) -> list[tuple[str, Any]]:
+        items: list[tuple[str, Any]] = [("task", self.task)]
+        items += [(f"rewards.terms.{i}", fn) for i, (_, _, fn) in enumerate(self.reward_terms)]
+        items += [(f"rewards.shapers.{i}", s) for i, s in enumerate(self.shapers)]
+        items += [("advantage", self.advantage), ("objective.surrogate", self.surrogate),
+                  ("objective.aggregation", self.aggregation)]
+        items += [(f"objective.token_weights.{i}", w) for i, w in enumerate(self.token_weights)]
+        items += [(f"objective.regularizers.{i}", r) for i, r in enumerate(self.regularizers)]
+        return items
+
+    def requires(self) -> set[str]:
+        """Union of the extra per-token quantities the components ask for."""
+        need: set[str] = set()
+        for key, obj in self.keyed():
+            req = set(getattr(obj, "requires", ()) or ())
+            unknown = req - REQUIREMENTS
+            if unknown:
+                raise ConfigError(f"{key}: requires unknown quantities {sorted(unknown)}; "
+                                  f"valid: {sorted(REQUIREMENTS)}")
+            need |= req
+        return need
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: obj.state_dict() for k, obj in self.keyed() if hasattr(obj, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, obj in self.keyed():
+            if k in state and hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(state[k])
+
+    def on_step_end(self, metrics: dict[str, float]) -> None:
+        for _, obj in self.keyed():
+            hook = getattr(obj, "on_step_end", None)
+            if callable(hook):
+                hook(metrics)
+
+
+def _split(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    params = dict(block)
+    return params.pop("name"), params
+
+
+def build_one(registry: Registry, block: dict[str, Any], where: str) -> Any:
+    name, params = _split(block)
+    return registry.build(name, params, where=where)
+
+
+def build_components(recipe: Recipe) -> Components:
+    """Instantiate every component of ``recipe``; errors name the recipe path of the bad block."""
+    import_builtins()
+    terms = []
+    for i, block in enumerate(recipe.rewards.terms):
+        name, params = _split(block)
+        weight = float(params.pop("weight", 1.0))
+        label = params.pop("label", None) or name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+        terms.append((label, weight, REWARDS.build(name, params, where=f"rewards.terms.{i}")))
+    labels = [t[0] for t in terms]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"rewards.terms: duplicate term names {labels}; give each a distinct 'label'")
+    return Components(
+        task=build_one(TASKS, recipe.task, "task"),
+        reward_terms=terms,
+        shapers=[build_one(SHAPERS, b, f"rewards.shapers.{i}") for i, b in enumerate(recipe.rewards.shapers)],
+        normalize_rewards=recipe.rewards.normalize,
+        advantage=build_one(ADVANTAGES, recipe.advantage, "advantage"),
+        surrogate=build_one(SURROGATES, recipe.objective.surrogate, "objective.surrogate"),
+        aggregation=build_one(AGGREGATIONS, recipe.objective.aggregation, "objective.aggregation"),
+        token_weights=[build_one(TOKEN_WEIGHTS, b, f"objective.token_weights.{i}")
+                       for i, b in enumerate(recipe.objective.token_weights)],
+        regularizers=[build_one(REGULARIZERS, b, f"objective.regularizers.{i}")
+                      for i, b in enumerate(recipe.objective.regularizers)],
+    )

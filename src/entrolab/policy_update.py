@@ -1,0 +1,148 @@
+"""The policy-gradient update on one rollout batch: mini-batches, micro-batches, one optimizer step each.
+
+Per micro-batch: training forward → ``PolicyInputs`` → surrogate loss_BT → × token weights →
++ regularizer loss_BT → aggregation with mini-batch-wide counts (so gradient accumulation over
+micro-batches gives exactly the mini-batch gradient) → backward. No stage is special-cased.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from entrolab.components import Components
+from entrolab.models.forward import completion_stats
+from entrolab.types import PolicyInputs, RolloutBatch
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a loss or gradient norm is NaN/inf; the optimizer step is skipped."""
+
+
+@dataclass
+class MetricMean:
+    """Weighted running means of float metrics."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def add(self, metrics: dict[str, float], weight: float = 1.0) -> None:
+        for k, v in metrics.items():
+            v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v * weight
+            self.weights[k] = self.weights.get(k, 0.0) + weight
+
+    def result(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+@dataclass
+class UpdateSettings:
+    updates_per_batch: int = 1
+    mini_batch_size: int | None = None
+    micro_batch_size: int | None = None
+    grad_clip: float | None = 1.0
+    autocast: bool = False
+
+
+def micro_batch_loss(
+    model: torch.nn.Module,
+    comps: Components,
+    batch: RolloutBatch,
+    idx_B: torch.Tensor,
+    *,
+    num_tokens: float,
+    num_seqs: float,
+    generator: torch.Generator | None,
+    requires: set[str],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of rows ``idx_B`` of ``batch`` (already scaled for accumulation) and its metrics."""
+    device = next(model.parameters()).device
+    mask_BT = batch.mask_BT[idx_B].to(device)
+    fwd = completion_stats(
+        model, batch.prompt_ids_BL[idx_B], batch.mask_prompt_BL[idx_B], batch.completion_ids_BT[idx_B], mask_BT,
+        temperature=batch.temperature, need_entropy=True,
+        need_hidden="hidden" in requires, need_logits="logits" in requires,
+    )
+
+    def rows(t):
+        return None if t is None else t[idx_B].to(device)
+
+    inp = PolicyInputs(
+        logp_BT=fwd.logp_BT, old_logp_BT=rows(batch.old_logp_BT), adv_BT=rows(batch.adv_BT),
+        mask_BT=mask_BT, entropy_BT=fwd.entropy_BT, rewards_B=rows(batch.rewards_B),
+        group_id_B=rows(batch.group_id_B), ref_logp_BT=rows(batch.ref_logp_BT),
+        logits_BTV=fwd.logits_BTV, hidden_BTD=fwd.hidden_BTD, step=batch.step, generator=generator,
+    )
+    metrics: dict[str, float] = {}
+    loss_BT, m = comps.surrogate(inp)
+    metrics.update(m)
+    for weight in comps.token_weights:
+        weight_BT, m = weight(inp)
+        loss_BT = loss_BT * weight_BT.detach()
+        metrics.update(m)
+    for reg in comps.regularizers:
+        reg_BT, m = reg(inp)
+        loss_BT = loss_BT + reg_BT
+        metrics.update(m)
+    loss = comps.aggregation(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
+    return loss, metrics
+
+
+def update_policy(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    comps: Components,
+    batch: RolloutBatch,
+    settings: UpdateSettings,
+    *,
+    generator: torch.Generator,
+    requires: set[str],
+) -> dict[str, float]:
+    """Run ``updates_per_batch`` passes of mini-batch optimizer steps over ``batch``."""
+    B = batch.batch_size
+    mb = min(settings.mini_batch_size or B, B)
+    micro = min(settings.micro_batch_size or mb, mb)
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if settings.autocast else nullcontext()
+    means = MetricMean()
+    n_opt_steps = 0
+    model.train()
+    for epoch in range(settings.updates_per_batch):
+        order_B = torch.randperm(B, generator=generator, device=generator.device).cpu() if mb < B else torch.arange(B)
+        for start in range(0, B, mb):
+            idx_M = order_B[start:start + mb]
+            num_tokens = float(batch.mask_BT[idx_M].sum())
+            num_seqs = float(len(idx_M))
+            optimizer.zero_grad(set_to_none=True)
+            loss_total = 0.0
+            for ms in range(0, len(idx_M), micro):
+                idx_U = idx_M[ms:ms + micro]
+                with amp:
+                    loss, metrics = micro_batch_loss(
+                        model, comps, batch, idx_U, num_tokens=num_tokens, num_seqs=num_seqs,
+                        generator=generator, requires=requires)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(
+                        f"non-finite loss ({float(loss)}) at step {batch.step}, update pass {epoch}, "
+                        f"mini-batch starting at row {start}")
+                loss.backward()
+                loss_total += float(loss.detach())
+                share = float(batch.mask_BT[idx_U].sum()) / max(num_tokens, 1.0)
+                means.add(metrics, weight=share)
+            clip = settings.grad_clip if settings.grad_clip is not None else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if not torch.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(f"non-finite gradient norm at step {batch.step}, update pass {epoch}, "
+                                     f"mini-batch starting at row {start}")
+            optimizer.step()
+            n_opt_steps += 1
+            means.add({"loss/total": loss_total, "optim/grad_norm": float(grad_norm)})
+    out = means.result()
+    out["optim/steps"] = float(n_opt_steps)
+    return out

@@ -1,0 +1,235 @@
+"""Sampling G completions per prompt with a hand-written KV-cache loop (docs/CONTRACTS.md, Sampler).
+
+Why a hand loop rather than ``model.generate``: it records the behaviour log-prob and entropy of
+every sampled token from the same logits it samples from (no second forward), shares one prompt
+prefill across the G members of a group, drops finished sequences from the batch, and takes its
+randomness only from the caller's generator (docs/testbed.md has the benchmark against generate).
+
+Layout: sequences of prompt p are rows p·G … p·G+G−1 (``group_id_B[b] = b // G``). Prompts are
+left-padded; position ids count real tokens only (``cumsum(mask) − 1``), the convention of
+``models.forward.completion_stats``, so a re-scored batch has importance ratio exactly 1.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from entrolab.rollout.draw import next_token
+from entrolab.types import Prompt, RolloutBatch
+
+#: Compact the batch (drop finished rows from the KV cache) once this share of rows is done.
+_COMPACT_FRAC = 0.25
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's special tokens (BOS) added once.
+
+    A text that already starts with the BOS string (a rendered chat template usually does) is
+    encoded without adding special tokens, so BOS is never doubled.
+    """
+    bos = tokenizer.bos_token
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"prompt {i} must be a str, got {type(text).__name__}")
+        add = not (bos and text.startswith(bos))
+        ids = tokenizer(text, add_special_tokens=add)["input_ids"]
+        if not ids:
+            raise ValueError(f"prompt {i} encodes to zero tokens (empty text and no BOS token)")
+        out.append(list(ids))
+    return out
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists into ``(ids_BL, mask_BL)`` (mask True = real token)."""
+    L = max(len(s) for s in seqs)
+    ids_BL = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(seqs), L), dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        if s:
+            ids_BL[b, L - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask_BL[b, L - len(s):] = True
+    return ids_BL, mask_BL
+
+
+def _forward_kwargs(model: torch.nn.Module) -> tuple[str, str | None]:
+    """Names of the cache and logits-slicing arguments of this model's forward.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache``; older models lack ``logits_to_keep``.
+    """
+    params = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    return cache_kw, keep_kw
+
+
+def _new_cache(model: torch.nn.Module) -> DynamicCache:
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # transformers < 4.56 takes no config
+        return DynamicCache()
+
+
+@torch.no_grad()
+def _generate_chunk(model, uniq_ids: list[list[int]], row_to_uniq: torch.Tensor, *, pad_id: int, eos_id: int,
+                    max_new_tokens: int, temperature: float, top_p: float, greedy: bool,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """Generate for ``n`` rows whose prompts are ``uniq_ids[row_to_uniq[r]]``.
+
+    Returns ``(tokens_nT, logp_nT, entropy_nT, length_n, eos_n)`` on CPU, T = max_new_tokens.
+    """
+    device = next(model.parameters()).device
+    cache_kw, keep_kw = _forward_kwargs(model)
+    n, T = row_to_uniq.numel(), max_new_tokens
+    tokens_nT = torch.full((n, T), pad_id, dtype=torch.long, device=device)
+    logp_nT = torch.zeros((n, T), device=device)
+    entropy_nT = torch.zeros((n, T), device=device)
+    length_n = torch.full((n,), T, dtype=torch.long, device=device)
+    eos_n = torch.zeros(n, dtype=torch.bool, device=device)
+
+    # Prefill each distinct prompt once, then copy its cache rows to the G members of its group.
+    ids_uL, mask_uL = left_pad(uniq_ids, pad_id)
+    ids_uL, mask_uL = ids_uL.to(device), mask_uL.to(device)
+    pos_uL = (mask_uL.long().cumsum(-1) - 1).clamp(min=0)
+    cache = _new_cache(model)
+    extra = {keep_kw: 1} if keep_kw else {}
+    out = model(input_ids=ids_uL, attention_mask=mask_uL.long(), position_ids=pos_uL,
+                use_cache=True, **{cache_kw: cache}, **extra)
+    sel = row_to_uniq.to(device)
+    cache.reorder_cache(sel)
+    logits_bV = out.logits[:, -1, :][sel]
+    attn_bL = mask_uL.long()[sel]
+    pos_b = mask_uL.sum(-1)[sel]              # position of the first generated token
+    rows_b = torch.arange(n, device=device)   # chunk row of each live batch row
+    alive_b = torch.ones(n, dtype=torch.bool, device=device)
+
+    for t in range(T):
+        u_b = None
+        if not greedy:
+            # One uniform per live row, from the caller's generator (on its own device).
+            gen_dev = generator.device
+            u_b = torch.rand(rows_b.numel(), generator=generator, device=gen_dev).to(device)
+        tok_b, lp_b, ent_b = next_token(logits_bV, u_b, temperature=temperature, top_p=top_p, greedy=greedy)
+        # Rows finished earlier but not yet compacted away still run; their outputs are ignored.
+        live = rows_b[alive_b]
+        tokens_nT[live, t] = tok_b[alive_b]
+        logp_nT[live, t] = lp_b[alive_b]
+        entropy_nT[live, t] = ent_b[alive_b]
+        hit_b = alive_b & (tok_b == eos_id)
+        eos_n[rows_b[hit_b]] = True
+        length_n[rows_b[hit_b]] = t + 1
+        alive_b = alive_b & ~hit_b
+        if t == T - 1 or not alive_b.any():
+            break
+        if (~alive_b).float().mean() >= _COMPACT_FRAC:
+            keep = alive_b.nonzero().squeeze(-1)
+            cache.reorder_cache(keep)
+            rows_b, tok_b, attn_bL, pos_b = rows_b[keep], tok_b[keep], attn_bL[keep], pos_b[keep]
+            alive_b = alive_b[keep]
+        attn_bL = torch.cat([attn_bL, attn_bL.new_ones(attn_bL.shape[0], 1)], dim=1)
+        out = model(input_ids=tok_b.unsqueeze(-1), attention_mask=attn_bL, position_ids=pos_b.unsqueeze(-1),
+                    use_cache=True, **{cache_kw: cache})
+        logits_bV = out.logits[:, -1, :]
+        pos_b = pos_b + 1
+    return tokens_nT.cpu(), logp_nT.cpu(), entropy_nT.cpu(), length_n.cpu(), eos_n.cpu()
+
+
+def sample(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    group_size: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    generator: torch.Generator | None,
+    batch_size: int | None = None,
+    greedy: bool = False,
+    prompt_texts: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RolloutBatch:
+    """Sample ``group_size`` completions for each prompt; returns a ``RolloutBatch`` (CPU tensors).
+
+    Args:
+        model: any HF causal LM (eval mode is set during sampling and restored afterwards).
+        tokenizer: its tokenizer; needs ``pad_token_id`` and ``eos_token_id``.
+        prompts: P prompts; ``prompt_texts`` (e.g. chat-formatted) replace their ``text`` if given.
+        group_size: G completions per prompt (B = P·G rows).
+        temperature: τ; sampling and the recorded ``old_logp_BT``/``entropy_BT`` use logits / τ.
+        top_p: nucleus mass; the recorded log-probs are still of the full tempered distribution.
+        max_new_tokens: cap on completion length (stop reason "length" when hit without EOS).
+        generator: the only source of randomness (may be None when ``greedy``).
+        batch_size: sequences generated at once (None = all B).
+        greedy: argmax decoding.
+        progress: called as ``progress(done_sequences, total_sequences)`` after each chunk.
+
+    Returns:
+        A ``RolloutBatch`` with ``completion_ids_BT`` right-padded with the pad id, ``mask_BT``
+        True for generated tokens including the EOS token, ``texts`` decoded without special
+        tokens, ``stop_reasons`` in {"eos", "length"}, and behaviour ``old_logp_BT``/``entropy_BT``
+        (0 at masked positions).
+    """
+    P, G = len(prompts), group_size
+    if P == 0:
+        raise ValueError("sample() needs at least one prompt")
+    if G < 1 or max_new_tokens < 1:
+        raise ValueError(f"group_size and max_new_tokens must be >= 1, got {G} and {max_new_tokens}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    if generator is None and not greedy:
+        raise ValueError("sample() needs a torch.Generator unless greedy=True")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer needs pad and eos tokens (use models.loading.prepare_tokenizer)")
+    texts = [p.text for p in prompts] if prompt_texts is None else list(prompt_texts)
+    if len(texts) != P:
+        raise ValueError(f"prompt_texts has {len(texts)} entries for {P} prompts")
+    prompt_ids = encode_prompts(tokenizer, texts)
+    pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+
+    B = P * G
+    chunk = B if batch_size is None else batch_size
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        for start in range(0, B, chunk):
+            group_n = torch.arange(start, min(B, start + chunk)) // G
+            uniq_u, row_to_uniq = torch.unique(group_n, return_inverse=True)
+            parts.append(_generate_chunk(
+                model, [prompt_ids[p] for p in uniq_u.tolist()], row_to_uniq, pad_id=pad_id, eos_id=eos_id,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, greedy=greedy,
+                generator=generator))
+            if progress is not None:
+                progress(start + group_n.numel(), B)
+    finally:
+        model.train(was_training)
+
+    tokens_BT, logp_BT, entropy_BT, length_B, eos_B = (torch.cat(x) for x in zip(*parts))
+    T = int(length_B.max())
+    mask_BT = torch.arange(T).unsqueeze(0) < length_B.unsqueeze(1)
+    tokens_BT = tokens_BT[:, :T].masked_fill(~mask_BT, pad_id)
+    logp_BT = logp_BT[:, :T].masked_fill(~mask_BT, 0.0)
+    entropy_BT = entropy_BT[:, :T].masked_fill(~mask_BT, 0.0)
+    # Text excludes the EOS token (and any other special token the model may emit).
+    n_text_B = length_B - eos_B.long()
+    texts_B = tokenizer.batch_decode([tokens_BT[b, : n_text_B[b]].tolist() for b in range(B)],
+                                     skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    prompt_ids_BL, mask_prompt_BL = left_pad([prompt_ids[b // G] for b in range(B)], pad_id)
+    return RolloutBatch(
+        prompts=list(prompts),
+        group_id_B=torch.arange(B) // G,
+        prompt_ids_BL=prompt_ids_BL,
+        mask_prompt_BL=mask_prompt_BL,
+        completion_ids_BT=tokens_BT,
+        mask_BT=mask_BT,
+        texts=texts_B,
+        stop_reasons=["eos" if e else "length" for e in eos_B.tolist()],
+        temperature=float(temperature),
+        old_logp_BT=logp_BT,
+        entropy_BT=entropy_BT,
+    )

@@ -1,0 +1,278 @@
+"""The RL trainer: one loop that composes the recipe's components for any HF causal LM.
+
+Reads top to bottom: per step, sample prompts → roll out G completions each → score them
+(behaviour and, if asked, reference log-probs) → verify → rewards → advantages → policy update →
+component hooks → log → (eval, checkpoint). It never branches on a method's name: everything
+method-specific lives in the registered components (see ``entrolab.components``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from entrolab import checkpoint as ckpt
+from entrolab.components import Components, build_components
+from entrolab.config import Recipe
+from entrolab.models.forward import completion_stats
+from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
+from entrolab.types import RolloutBatch
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (e.g. NaN); the message names the last good checkpoint."""
+
+
+def lr_lambda_for(schedule: str, warmup: int, total: int):
+    """Multiplier of the base LR at scheduler step ``s`` (warmup then constant/linear/cosine)."""
+
+    def f(s: int) -> float:
+        if warmup and s < warmup:
+            return (s + 1) / warmup
+        if schedule == "constant" or total <= warmup:
+            return 1.0
+        frac = min(1.0, (s - warmup) / max(1, total - warmup))
+        return 1.0 - frac if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+class Trainer:
+    """Owns the model, optimizer, components, RNGs and the run directory of one recipe."""
+
+    def __init__(self, recipe: Recipe, *, resume: bool = False, progress: bool = True):
+        from entrolab.models.loading import load_policy, resolve_device
+
+        self.recipe = recipe
+        self.run_dir = recipe.resolved_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.show_progress = progress
+        torch.manual_seed(recipe.seed)
+        self.device = resolve_device(recipe.train.device)
+        self.bf16 = (self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+                     if recipe.train.bf16 == "auto" else bool(recipe.train.bf16))
+        self.comps: Components = build_components(recipe)
+        self.requires = self.comps.requires()
+        self.task = self.comps.task
+        self.train_prompts = self.task.prompts("train")
+        if not self.train_prompts:
+            raise ValueError("the task's train split is empty")
+
+        init_path = self._initial_model_path()
+        latest = ckpt.latest_checkpoint(self.ckpt_root) if resume else None
+        if resume and latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root}")
+        self.model, self.tokenizer = load_policy(
+            str(latest or init_path), tokenizer_path=None if latest else recipe.model.tokenizer,
+            device=self.device, dtype=self._train_dtype())
+        self.ref_model = None
+        if "ref_logp" in self.requires:
+            self.ref_model, _ = load_policy(str(init_path), tokenizer_path=recipe.model.tokenizer,
+                                            device=self.device, dtype=recipe.model.dtype)
+            self.ref_model.eval().requires_grad_(False)
+
+        o = recipe.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda_for(o.schedule, o.warmup_steps, recipe.train.steps))
+        self.py_rng = random.Random(recipe.seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(recipe.seed)
+        self.step = 0
+        if latest is not None:
+            self._restore(latest)
+        else:
+            (self.run_dir / "metrics.jsonl").write_text("")
+        (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+
+    # ------------------------------------------------------------------ setup helpers
+    @property
+    def ckpt_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _initial_model_path(self) -> Path:
+        """The starting weights: ``model.path``, or a fresh testbed model saved in the run dir."""
+        m = self.recipe.model
+        if m.path:
+            return Path(m.path)
+        if not m.testbed_size:
+            raise ValueError("model: set 'path' (any HF causal LM folder) or 'testbed_size' (tiny/small)")
+        from entrolab.models.tiny import create_testbed_model
+
+        out = self.run_dir / "initial_model"
+        if not (out / "config.json").exists():
+            charset = self.task.charset()
+            if charset is None:
+                raise ValueError("model.testbed_size needs a task with a charset(); give model.path instead")
+            create_testbed_model(out, charset, size=m.testbed_size, seed=self.recipe.seed)
+        return out
+
+    def _restore(self, path: Path) -> None:
+        state, comp_state = ckpt.load_trainer_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state["rng"], self.py_rng, self.generator)
+        self.comps.load_state_dict(comp_state)
+        self.step = int(state["step"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists():  # drop lines logged after the checkpoint, they will be redone
+            kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.step]
+            metrics.write_text("".join(ln + "\n" for ln in kept))
+
+    def _train_dtype(self) -> str:
+        # Trainable weights stay fp32 under "auto" (bf16 enters through autocast on CUDA): AdamW
+        # updates on bf16 weights lose most small steps to rounding.
+        return "float32" if self.recipe.model.dtype == "auto" else self.recipe.model.dtype
+
+    def _amp(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    # ------------------------------------------------------------------ one step, top to bottom
+    def rollout(self) -> RolloutBatch:
+        from entrolab.models.loading import format_prompt
+        from entrolab.rollout.sampler import sample
+
+        r = self.recipe.rollout
+        prompts = self.py_rng.sample(self.train_prompts, min(r.prompts_per_step, len(self.train_prompts)))
+        texts = [format_prompt(self.tokenizer, p.text, chat_template=self.recipe.model.chat_template) for p in prompts]
+        self.model.eval()
+        with torch.no_grad(), self._amp():
+            batch = sample(self.model, self.tokenizer, prompts, group_size=r.group_size, temperature=r.temperature,
+                           top_p=r.top_p, max_new_tokens=r.max_new_tokens, generator=self.generator,
+                           prompt_texts=texts)
+        batch.step = self.step
+        return batch
+
+    def score(self, batch: RolloutBatch) -> None:
+        """Behaviour log-probs/entropies from a training-mode forward (so on-policy ratios are 1)."""
+        args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
+        with torch.no_grad(), self._amp():
+            out = completion_stats(self.model, *args, temperature=batch.temperature,
+                                   need_hidden="hidden" in self.requires)
+            batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
+            batch.hidden_BTD = out.hidden_BTD
+            if self.ref_model is not None:
+                ref = completion_stats(self.ref_model, *args, temperature=batch.temperature, need_entropy=False)
+                batch.ref_logp_BT = ref.logp_BT.float()
+
+    def verify(self, batch: RolloutBatch) -> None:
+        batch.verdicts = [self.task.verify(batch.prompts[int(g)], text)
+                          for g, text in zip(batch.group_id_B.tolist(), batch.texts)]
+
+    def rewards_and_advantages(self, batch: RolloutBatch) -> dict[str, float]:
+        from entrolab.rewards.compose import compute_rewards
+
+        rewards_B, metrics = compute_rewards(batch, self.task, self.comps.reward_terms, shapers=self.comps.shapers,
+                                             normalize=self.comps.normalize_rewards)
+        batch.rewards_B = rewards_B.float().to(self.device)
+        adv, adv_metrics = self.comps.advantage(batch)
+        mask_BT = batch.mask_BT.to(self.device)
+        adv = adv.to(self.device).float()
+        batch.adv_BT = (adv[:, None].expand_as(mask_BT) if adv.dim() == 1 else adv) * mask_BT
+        if not torch.isfinite(batch.adv_BT).all():
+            raise NonFiniteError(f"advantage estimator produced NaN/inf at step {self.step}")
+        metrics.update(adv_metrics)
+        return metrics
+
+    def train_step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        batch = self.rollout()
+        t_rollout = time.perf_counter() - t0
+        self.score(batch)
+        self.verify(batch)
+        metrics = self.rewards_and_advantages(batch)
+        t1 = time.perf_counter()
+        settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
+                                  self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
+        metrics.update(update_policy(self.model, self.optimizer, self.comps, batch, settings,
+                                     generator=self.generator, requires=self.requires))
+        metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step += 1
+        metrics.update(self._batch_metrics(batch))
+        dt = time.perf_counter() - t0
+        metrics.update({"time/step_s": dt, "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1,
+                        "time/tokens_per_s": float(batch.mask_BT.sum()) / dt})
+        self.comps.on_step_end(metrics)
+        return metrics
+
+    @staticmethod
+    def _batch_metrics(batch: RolloutBatch) -> dict[str, float]:
+        mask_BT = batch.mask_BT.to(batch.entropy_BT.device)
+        n_tok = mask_BT.sum().clamp(min=1)
+        lengths = batch.lengths_B.float()
+        adv_B = batch.adv_BT.sum(-1) / batch.mask_BT.to(batch.adv_BT.device).sum(-1).clamp(min=1)
+        out = {
+            "reward/mean": float(batch.rewards_B.mean()),
+            "reward/std": float(batch.rewards_B.std()) if batch.batch_size > 1 else 0.0,
+            "reward/pass_rate": float(batch.correct_B.float().mean()),
+            "policy/entropy": float((batch.entropy_BT * mask_BT).sum() / n_tok),
+            "rollout/len_mean": float(lengths.mean()),
+            "rollout/len_max": float(lengths.max()),
+            "rollout/truncated_frac": sum(r == "length" for r in batch.stop_reasons) / batch.batch_size,
+        }
+        if batch.ref_logp_BT is not None:  # k1 estimate of KL(π_old || π_ref) over sampled tokens
+            out["kl/ref_k1"] = float(((batch.old_logp_BT - batch.ref_logp_BT) * mask_BT).sum() / n_tok)
+        out.setdefault("adv/zero_frac", float((adv_B.abs() < 1e-8).float().mean()))
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> Path:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        t = self.recipe.train
+        if self.step == 0 and t.eval_every:
+            self.evaluate("step_000000")
+        cols = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        with Progress(*cols, disable=not self.show_progress, transient=False) as bar:
+            task_id = bar.add_task("train", total=t.steps, completed=self.step, info="")
+            while self.step < t.steps:
+                try:
+                    metrics = self.train_step()
+                except NonFiniteError as err:
+                    last = ckpt.latest_checkpoint(self.ckpt_root)
+                    raise TrainingStopped(f"{err}. Run stopped; last good checkpoint: "
+                                          f"{last or 'none (no checkpoint written yet)'}") from err
+                self._log({"step": self.step, **metrics})
+                bar.update(task_id, completed=self.step,
+                           info=f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
+                if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
+                    self.evaluate(f"step_{self.step:06d}")
+                if t.save_every and self.step % t.save_every == 0:
+                    self.save()
+        self.save()
+        return self.run_dir
+
+    def evaluate(self, label: str, *, n_samples: int | None = None) -> dict[str, Any]:
+        from entrolab.evaluation import evaluate, write_eval
+
+        e = self.recipe.eval
+        self.model.eval()
+        with torch.no_grad(), self._amp():
+            result = evaluate(self.model, self.tokenizer, self.task, split=e.split, num_prompts=e.num_prompts,
+                              n_samples=n_samples or e.n_samples, temperature=e.temperature, top_p=e.top_p,
+                              max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
+                              greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label)
+        write_eval(result, self.run_dir / "eval" / f"{label}.json")
+        self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
+        return result
+
+    def save(self) -> Path:
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(self.py_rng, self.generator)}
+        return ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, tokenizer=self.tokenizer,
+                                    trainer_state=state, components_state=self.comps.state_dict(),
+                                    keep=self.recipe.train.keep_checkpoints)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,86 @@
+"""Recipe schema: strict keys with 'did you mean', overrides, round trip, every shipped recipe builds."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entrolab.components import build_components
+from entrolab.config import Recipe, apply_overrides, load_recipe, parse_override
+from entrolab.registry import ConfigError
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_unknown_top_level_key_names_closest():
+    with pytest.raises(ConfigError) as err:
+        load_recipe({"rollot": {}})
+    assert "unknown key 'rollot'" in str(err.value) and "Did you mean 'rollout'?" in str(err.value)
+
+
+def test_unknown_nested_key_names_dotted_path():
+    with pytest.raises(ConfigError) as err:
+        load_recipe({"rollout": {"group_sise": 4}})
+    msg = str(err.value)
+    assert "unknown key 'rollout.group_sise'" in msg and "Did you mean 'group_size'?" in msg
+
+
+def test_bad_value_names_path():
+    with pytest.raises(ConfigError, match="'rollout.temperature'"):
+        load_recipe({"rollout": {"temperature": -1}})
+
+
+def test_component_hyperparameter_typo_caught_at_build():
+    rec = load_recipe({"objective": {"surrogate": {"name": "ppo_clip", "eps_hihg": 0.3}}})
+    with pytest.raises(ConfigError) as err:
+        build_components(rec)
+    assert "objective.surrogate.eps_hihg" in str(err.value) and "eps_high" in str(err.value)
+
+
+def test_unknown_component_lists_names():
+    rec = load_recipe({"advantage": "grpoo"})
+    with pytest.raises(ConfigError, match="Did you mean 'grpo'"):
+        build_components(rec)
+
+
+def test_parse_override_yaml_values():
+    assert parse_override("optim.lr=1e-4") == (["optim", "lr"], 1e-4)
+    assert parse_override("train.bf16=false") == (["train", "bf16"], False)
+    assert parse_override("objective.surrogate.name=reinforce") == (["objective", "surrogate", "name"], "reinforce")
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("optim.lr")
+
+
+def test_overrides_nested_and_list_index():
+    data = {"rewards": {"terms": [{"name": "verifier", "weight": 1.0}]}}
+    out = apply_overrides(data, ["rewards.terms.0.weight=0.5", "rollout.group_size=4"])
+    assert out["rewards"]["terms"][0]["weight"] == 0.5 and out["rollout"]["group_size"] == 4
+    assert data["rewards"]["terms"][0]["weight"] == 1.0  # input untouched
+    with pytest.raises(ConfigError, match="out of range"):
+        apply_overrides(data, ["rewards.terms.3.weight=1"])
+
+
+def test_yaml_round_trip(tmp_path):
+    rec = load_recipe({"name": "x", "optim": {"lr": 3e-4}, "advantage": "rloo"})
+    p = tmp_path / "r.yaml"
+    p.write_text(rec.to_yaml())
+    again = load_recipe(p)
+    assert again == rec and again.advantage == {"name": "rloo"}
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_loads_and_builds(path):
+    raw = yaml.safe_load(path.read_text())
+    assert isinstance(raw, dict)
+    rec = load_recipe(path)
+    assert isinstance(rec, Recipe)
+    build_components(rec)
