@@ -132,3 +132,58 @@ def test_load_eval_errors(tmp_path):
         load_eval(bad)
     with pytest.raises(ValueError, match="NaN"):
         write_eval({"summary": {"pass@1": float("nan")}}, tmp_path / "n.json")
+
+
+# --------------------------------------------------------------------------- integration
+def tiny_setup():
+    from entrolab.models.tiny import build_tiny_model
+    from entrolab.models.tokenizer import build_char_tokenizer
+    from entrolab.tasks.countdown import Countdown
+
+    task = Countdown(seed=0, n_train=0, n_validation=0, n_test=3)
+    tok = build_char_tokenizer(task.charset())
+    return build_tiny_model("tiny", tok, seed=0), tok, task
+
+
+def test_evaluate_tiny_model_end_to_end(tmp_path):
+    """A random tiny Llama on 3 Countdown prompts, n=4: the JSON has the contract's keys, its
+    summary is summarize() of its own records, and its token entropy equals the mean over valid
+    tokens of the sampler's entropy_BT when we redo the same sampler call with the same seed."""
+    from entrolab.evaluation import evaluate
+    from entrolab.rollout.sampler import sample
+
+    model, tok, task = tiny_setup()
+    calls = []
+    kw = dict(split="test", n_samples=4, max_new_tokens=6, batch_size=64, seed=3)
+    res = evaluate(model, tok, task, label="base", progress=lambda d, t: calls.append((d, t)), **kw)
+    assert set(EVAL_KEYS) <= set(res) and res["label"] == "base" and res["ks"] == [1, 2, 4]
+    assert res["task"] == {"name": "countdown"}
+    assert res["summary"] == summarize(res["prompts"], ks=[1, 2, 4])
+    assert res["summary"]["num_prompts"] == 3
+    for rec, prompt in zip(res["prompts"], task.prompts("test")):
+        assert rec["id"] == prompt.id and rec["n"] == 4 and sum(rec["answers"].values()) == 4
+        assert rec["solutions"] == task.solutions(prompt)
+        assert rec["greedy"] is not None and set(rec["greedy"]) == {"text", "correct", "answer"}
+    assert calls[-1] == (3 * 5, 3 * 5) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+    batch = sample(model, tok, task.prompts("test"), group_size=4, max_new_tokens=6, batch_size=64,
+                   generator=torch.Generator().manual_seed(3))
+    m = batch.mask_BT
+    assert res["summary"]["token_entropy"] == pytest.approx(float((batch.entropy_BT * m).sum() / m.sum()), rel=1e-6)
+    assert [r["len_mean"] for r in res["prompts"]] == pytest.approx(m.sum(-1).view(3, 4).float().mean(-1).tolist())
+
+    again = evaluate(model, tok, task, label="base", **kw)
+    assert again == res  # same seed, same batch_size: same result
+    assert load_eval(write_eval(res, tmp_path / "base.json")) == json.loads(json.dumps(res))
+
+
+def test_evaluate_without_greedy_and_num_prompts():
+    from entrolab.evaluation import evaluate
+
+    model, tok, task = tiny_setup()
+    res = evaluate(model, tok, task, label="x", num_prompts=2, n_samples=3, max_new_tokens=4,
+                   greedy=False, batch_size=4)  # batch_size < 2·3: one prompt per sampler call
+    assert res["summary"]["greedy_acc"] is None and res["ks"] == [1, 2, 3]
+    assert [r["greedy"] for r in res["prompts"]] == [None, None]
+    with pytest.raises(ValueError, match="n_samples"):
+        evaluate(model, tok, task, label="x", n_samples=0, max_new_tokens=4)

@@ -92,11 +92,32 @@ def test_resume_gives_identical_weights(tmp_path):
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
-    full = Trainer(recipe(tmp_path, "full", **{"train.steps": 1}), progress=False).train()
-    acc = Trainer(recipe(tmp_path, "acc", **{"train.steps": 1, "train.micro_batch_size": 3}), progress=False).train()
-    a, b = weights(full, 1), weights(acc, 1)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    """Micro-batches of 3 (uneven split of 16 rows) accumulate exactly the full mini-batch gradient.
+
+    Compared through plain SGD with lr = 1 and no clipping, so the weight change *is* the gradient
+    (Adam would amplify float noise in near-zero gradients to ±lr).
+    """
+    import copy
+
+    from entrolab.policy_update import UpdateSettings, update_policy
+
+    trainer = Trainer(recipe(tmp_path, "acc"), progress=False)
+    batch = trainer.rollout()
+    trainer.score(batch)
+    trainer.verify(batch)
+    trainer.rewards_and_advantages(batch)
+    assert batch.adv_BT.abs().sum() > 0
+    deltas = []
+    for micro in (None, 3):
+        model = copy.deepcopy(trainer.model)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        update_policy(model, opt, trainer.comps, batch, UpdateSettings(micro_batch_size=micro, grad_clip=None),
+                      generator=torch.Generator().manual_seed(0), requires=set())
+        deltas.append({k: model.state_dict()[k] - before[k] for k in before})
+    assert any(d.abs().max() > 0 for d in deltas[0].values())
+    for k in deltas[0]:
+        torch.testing.assert_close(deltas[0][k], deltas[1][k], rtol=1e-4, atol=1e-7)
 
 
 def test_nan_stops_run_and_keeps_last_checkpoint(tmp_path):

@@ -131,7 +131,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
 
     Prompts are processed in chunks of ``max(1, batch_size // n_samples)`` prompts (each chunk one
     sampler call), then, if ``greedy``, one greedy completion per prompt in chunks of ``batch_size``.
-    Results are reproducible for a fixed (seed, batch_size, device).
+    Results are reproducible for a fixed (seed, batch_size); all randomness comes from one CPU
+    ``torch.Generator`` seeded with ``seed``.
 
     Args:
         model, tokenizer: the policy (a HF causal LM) and its tokenizer.
@@ -157,8 +158,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         prompts = prompts[:num_prompts]
     if not prompts:
         raise ValueError(f"task '{task.name}' has no prompts in split '{split}'")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    # A CPU generator: the sampler draws its uniforms on the generator's device, so the same seed
+    # draws the same uniforms whether the model runs on CPU or GPU.
+    generator = torch.Generator().manual_seed(int(seed))
     was_training = model.training
     model.eval()
     total = len(prompts) * (n_samples + (1 if greedy else 0))

@@ -128,7 +128,7 @@ def update_policy(
                         generator=generator, requires=requires)
                 if not torch.isfinite(loss):
                     raise NonFiniteError(
-                        f"non-finite loss ({float(loss)}) at step {batch.step}, update pass {epoch}, "
+                        f"non-finite loss ({float(loss.detach())}) at step {batch.step}, update pass {epoch}, "
                         f"mini-batch starting at row {start}")
                 loss.backward()
                 loss_total += float(loss.detach())

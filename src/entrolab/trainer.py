@@ -65,10 +65,10 @@ class Trainer:
         if not self.train_prompts:
             raise ValueError("the task's train split is empty")
 
-        init_path = self._initial_model_path()
         latest = ckpt.latest_checkpoint(self.ckpt_root) if resume else None
         if resume and latest is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root}")
+        init_path = self._initial_model_path()
         self.model, self.tokenizer = load_policy(
             str(latest or init_path), tokenizer_path=None if latest else recipe.model.tokenizer,
             device=self.device, dtype=self._train_dtype())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import eval_json, write_run
+from report_fixtures import eval_json, fake_run, write_run  # noqa: F401 (fake_run is a fixture)
 
 from entrolab.report.compare import write_comparison
 from entrolab.report.html import PNG_SIGNATURE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from conftest import eval_json, write_run
+from report_fixtures import eval_json, fake_run, write_run  # noqa: F401 (fake_run is a fixture)
 
 from entrolab.report.html import PNG_SIGNATURE
 from entrolab.report.rundata import load_run
@@ -81,3 +81,18 @@ def test_crossover():
     base = eval_json("base", {1: 0.1, 2: 0.2, 4: 0.9})
     assert crossover_k(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.8})) == 4
     assert crossover_k(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.95})) is None
+
+
+def test_passk_band_from_prompt_records(tmp_path):
+    """Per-prompt (n=4, c) = (0, 1, 2, 4): pass@1 = (0 + 1/4 + 1/2 + 1)/4 = 7/16; the bootstrap band
+    from these records contains it, and the report draws the band without error."""
+    from entrolab.report.plots import passk_bands
+
+    res = eval_json("final", {1: 7 / 16, 2: 0.6, 4: 0.75})
+    res["prompts"] = [{"n": 4, "correct": c} for c in (0, 1, 2, 4)]
+    lo, hi = passk_bands(res)
+    assert len(lo) == 3 and lo[0] <= 7 / 16 <= hi[0] and lo[0] < hi[0]
+    assert passk_bands(eval_json("x", {1: 0.5})) is None  # no per-prompt records
+    run = write_run(tmp_path, "banded", evals={"final": res, "base": eval_json("base", {1: 0.2, 2: 0.4, 4: 0.8})})
+    html = write_run_report(run).read_text()
+    assert "Base catches up with final at k = 4." in html

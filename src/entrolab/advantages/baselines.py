@@ -59,7 +59,7 @@ def grpo_advantage(
 
 @torch.no_grad()
 def rloo_advantage(rewards_B: torch.Tensor, group_id_B: torch.Tensor) -> torch.Tensor:
-    """RLOO leave-one-out advantage (Ahmadian et al., arXiv 2402.14740, Eq. 7).
+    """RLOO leave-one-out advantage (Ahmadian et al., arXiv 2402.14740).
 
     ``A_i = r_i − (1/(G−1)) Σ_{j≠i} r_j = G/(G−1) · (r_i − mean_g r)``.
 
@@ -87,7 +87,7 @@ def reinforce_pp_advantage(
     kl_coef: float = 0.0,
     whiten_eps: float = 1e-8,
 ) -> torch.Tensor:
-    """REINFORCE++ token advantage (Hu, arXiv 2501.03262, §3).
+    """REINFORCE++ token advantage (Hu, arXiv 2501.03262).
 
     Token rewards ``c_t = r·1[t = last valid] − β·KL_t``; return-to-go ``R_t = Σ_{s≥t} c_s`` (γ = 1);
     then global whitening over all valid tokens of the batch, ``(R − μ)/sqrt(σ² + 1e-8)``.

@@ -102,7 +102,14 @@ def unpack(inp: PolicyInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     check_same_shape(logp_BT=inp.logp_BT, old_logp_BT=inp.old_logp_BT, mask_BT=inp.mask_BT)
     mask_BT = as_bool_mask(inp.mask_BT)
     adv_BT = expand_adv(inp.adv_BT, inp.logp_BT)
-    return inp.logp_BT, inp.old_logp_BT.detach(), adv_BT.detach(), mask_BT
+    # Padded positions are replaced by 0 up front: a NaN/inf there would otherwise poison the
+    # gradient even behind a final ``where`` (0 · ∂exp(NaN) is NaN).
+    return (
+        zero_invalid(inp.logp_BT, mask_BT),
+        zero_invalid(inp.old_logp_BT.detach(), mask_BT),
+        zero_invalid(adv_BT.detach(), mask_BT),
+        mask_BT,
+    )
 
 
 def check_clip(eps_low: float, eps_high: float, dual_clip_c: float | None) -> None:

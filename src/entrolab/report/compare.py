@@ -59,7 +59,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Pat
             lines[f"{n}: base"] = passk_series(r.base_eval)
             styles[f"{n}: base"] = "--"
     path = line_plot(lines, out_dir / "passk.png", title="pass@k", xlabel="k", ylabel="pass@k",
-                     styles=styles, log2_x=True)
+                     styles=styles, log2_x=True, ylim=(0, 1.02))
     if path is not None:
         page.image(path, alt="pass@k")
     else:

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from entrolab.diagnostics.passk import bootstrap_passk
 
 #: Training panels: (file slug, title, [metric keys drawn in the panel]); see CONTRACTS.md keys.
 TRAINING_PANELS: list[tuple[str, str, list[str]]] = [
@@ -28,7 +31,8 @@ Series = tuple[Sequence[float], Sequence[float]]
 
 def line_plot(lines: dict[str, Series], path: str | Path, *, title: str, xlabel: str = "step",
               ylabel: str = "", bands: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-              styles: dict[str, str] | None = None, log2_x: bool = False) -> Path | None:
+              styles: dict[str, str] | None = None, log2_x: bool = False,
+              ylim: tuple[float, float] | None = None) -> Path | None:
     """Draw ``{label: (xs, ys)}`` as lines into a PNG at ``path``; None (no file) if every series is empty.
 
     Args:
@@ -38,6 +42,7 @@ def line_plot(lines: dict[str, Series], path: str | Path, *, title: str, xlabel:
         bands: label -> (lower ys, upper ys) shaded around that line (e.g. mean ± std).
         styles: label -> matplotlib line style (``"--"`` for base-model curves).
         log2_x: log base-2 x axis with integer tick labels (for pass@k budgets).
+        ylim: fixed y range (e.g. (0, 1) for probabilities); default autoscale.
     """
     lines = {k: v for k, v in lines.items() if len(v[0]) > 0}
     if not lines:
@@ -55,6 +60,10 @@ def line_plot(lines: dict[str, Series], path: str | Path, *, title: str, xlabel:
         ticks = sorted({x for xs, _ in lines.values() for x in xs})
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{int(t)}" for t in ticks])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     if ylabel:
@@ -67,6 +76,21 @@ def line_plot(lines: dict[str, Series], path: str | Path, *, title: str, xlabel:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def passk_bands(result: dict, *, n_boot: int = 500, seed: int = 0) -> tuple[list[float], list[float]] | None:
+    """95% bootstrap band over prompts of an eval's pass@k curve, from its per-prompt counts.
+
+    None when the eval JSON holds no per-prompt records. Uses
+    :func:`entrolab.diagnostics.passk.bootstrap_passk` on the (n, correct) of each prompt.
+    """
+    prompts = result.get("prompts") or []
+    ks = passk_series(result)[0]
+    if not prompts or not ks:
+        return None
+    band = bootstrap_passk([p["n"] for p in prompts], [p["correct"] for p in prompts], ks,
+                           n_boot=n_boot, seed=seed)
+    return [band[k][0] for k in ks], [band[k][1] for k in ks]
 
 
 def passk_series(result: dict) -> Series:

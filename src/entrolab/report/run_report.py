@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from entrolab.report.html import Page
-from entrolab.report.plots import TRAINING_PANELS, line_plot, passk_series
+from entrolab.report.plots import TRAINING_PANELS, line_plot, passk_bands, passk_series
 from entrolab.report.rundata import RunData, load_run
 
 #: Summary keys of an eval JSON shown in the key-numbers table, with their row names.
@@ -98,9 +98,11 @@ def passk_section(page: Page, run: RunData, out_dir: Path) -> None:
         page.para("No evaluation files in eval/.", muted=True)
         return
     lines = {label: passk_series(res) for label, res in run.ordered_evals()}
-    styles = {"base": "--"}
-    path = line_plot(lines, out_dir / "passk.png", title="pass@k (unbiased estimator)", xlabel="k",
-                     ylabel="pass@k", styles=styles, log2_x=True)
+    # Bands only for base and trained, so the plot stays readable with many step evals.
+    bands = {lab: b for lab in {"base", run.trained_label} if lab in run.evals
+             and (b := passk_bands(run.evals[lab])) is not None}
+    path = line_plot(lines, out_dir / "passk.png", title="pass@k (unbiased; 95% bootstrap band over prompts)",
+                     xlabel="k", ylabel="pass@k", styles={"base": "--"}, bands=bands, log2_x=True, ylim=(0, 1.02))
     if path is not None:
         page.image(path, alt="pass@k curves")
     base, trained = run.base_eval, run.trained_eval

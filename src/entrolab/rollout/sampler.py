@@ -16,9 +16,10 @@ import inspect
 from typing import Callable, Sequence
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from entrolab.rollout.draw import next_token
+from entrolab.rollout.kvcache import new_cache
 from entrolab.types import Prompt, RolloutBatch
 
 #: Compact the batch (drop finished rows from the KV cache) once this share of rows is done.
@@ -67,13 +68,6 @@ def _forward_kwargs(model: torch.nn.Module) -> tuple[str, str | None]:
     return cache_kw, keep_kw
 
 
-def _new_cache(model: torch.nn.Module) -> DynamicCache:
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # transformers < 4.56 takes no config
-        return DynamicCache()
-
-
 @torch.no_grad()
 def _generate_chunk(model, uniq_ids: list[list[int]], row_to_uniq: torch.Tensor, *, pad_id: int, eos_id: int,
                     max_new_tokens: int, temperature: float, top_p: float, greedy: bool,
@@ -95,7 +89,7 @@ def _generate_chunk(model, uniq_ids: list[list[int]], row_to_uniq: torch.Tensor,
     ids_uL, mask_uL = left_pad(uniq_ids, pad_id)
     ids_uL, mask_uL = ids_uL.to(device), mask_uL.to(device)
     pos_uL = (mask_uL.long().cumsum(-1) - 1).clamp(min=0)
-    cache = _new_cache(model)
+    cache = new_cache(model, ids_uL.shape[1] + T)
     extra = {keep_kw: 1} if keep_kw else {}
     out = model(input_ids=ids_uL, attention_mask=mask_uL.long(), position_ids=pos_uL,
                 use_cache=True, **{cache_kw: cache}, **extra)

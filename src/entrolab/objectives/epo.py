@@ -1,0 +1,123 @@
+"""EPO: entropy bonus plus a (differentiable) smoothing band around the historical entropy.
+
+Xu et al., "EPO: Entropy-regularized Policy Optimization for LLM Agents Reinforcement
+Learning", arXiv 2509.22576 (spec §6). Per token, with H_t the current entropy (gradient) and
+H̄ the historical mean entropy,
+    L_t = −β_H·H_t + β_s·w(e)·λ·[relu(κ_lo·H̄ − H_t) + relu(H_t − κ_hi·H̄)],
+where w(e) is the phase weight at step e with horizon E (released code: E = 150):
+    w(e) = 1 − 0.2·(1 − exp(−2e/(E/2)))     for e ≤ E/2   (slow decay 1 → ~0.83),
+    w(e) = 0.8·exp(−3(e − E/2)/(E/2))       for e > E/2   (fast decay 0.8 → ~0.04).
+
+Where we differ from the released code (deliberately):
+* Upstream's smoothing term is λ·[H outside the band], built from comparisons and constants:
+  it has **no gradient**, so only the plain bonus acts. Ours is the distance outside the band
+  (the spec's suggested differentiable form): same zero set, a real restoring force.
+* Our tasks are single-turn, so H̄ is one number: the mean over all past optimizer steps of the
+  step's token-mean entropy (upstream keeps one per agent turn, left-padded with zeros, and only
+  smooths when some turn index ≥ 25: a key-name bug makes that threshold constant). Before the
+  first step ends there is no history and the smoothing term is off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from entrolab.objectives._util import as_bool_mask, check_positive, frac, masked_sum, zero_invalid
+from entrolab.registry import REGULARIZERS
+from entrolab.types import Metrics, PolicyInputs
+
+
+def epo_phase_weight(step: int, *, horizon: int = 150) -> float:
+    """Phase weight w(e) of the released code, generalised to a horizon E (E = 150 there)."""
+    half = horizon / 2
+    if step <= half:
+        return 1.0 - 0.2 * (1.0 - math.exp(-2.0 * step / half))
+    return 0.8 * math.exp(-3.0 * (step - half) / half)
+
+
+def epo_band_penalty(
+    entropy_BT: torch.Tensor, history_mean: float, *, kappa_low: float = 0.5, kappa_high: float = 1.5
+) -> torch.Tensor:
+    """relu(κ_lo·H̄ − H) + relu(H − κ_hi·H̄): 0 inside the band, linear distance outside."""
+    return torch.relu(kappa_low * history_mean - entropy_BT) + torch.relu(entropy_BT - kappa_high * history_mean)
+
+
+@REGULARIZERS.register("epo", paper="EPO: Entropy-regularized Policy Optimization for LLM Agents Reinforcement Learning",
+                       arxiv="2509.22576")
+class EPO:
+    """EPO: entropy bonus plus a differentiable penalty for leaving a band around the historical entropy.
+
+    Args:
+        entropy_coef: β_H of the plain bonus (paper 0.001).
+        smooth_coef: β_s of the smoothing term (paper 1.0).
+        penalty: λ (paper 0.1 on ALFWorld, 0.05 on ScienceWorld).
+        kappa_low, kappa_high: band [κ_lo·H̄, κ_hi·H̄] (script 0.5/1.5; config 0.8/1.2; README 0/2).
+        phase_weighting: multiply the smoothing term by w(step).
+        phase_horizon: E, in optimizer steps (upstream hard-codes 150 epochs).
+    Metrics: ``entropy/epo_in_band_frac``, ``entropy/epo_history_mean`` (H̄; 0 before any
+    history), ``entropy/epo_phase_weight``, ``entropy/epo_penalty`` (mean band distance).
+    State: the running history sums.
+    """
+
+    def __init__(
+        self,
+        *,
+        entropy_coef: float = 0.001,
+        smooth_coef: float = 1.0,
+        penalty: float = 0.1,
+        kappa_low: float = 0.5,
+        kappa_high: float = 1.5,
+        phase_weighting: bool = True,
+        phase_horizon: int = 150,
+    ):
+        for name, v in (("entropy_coef", entropy_coef), ("smooth_coef", smooth_coef), ("penalty", penalty)):
+            check_positive(name, v, allow_zero=True)
+        if not 0 <= kappa_low <= 1 <= kappa_high:
+            raise ValueError(f"need 0 <= kappa_low <= 1 <= kappa_high, got {kappa_low}, {kappa_high}")
+        if phase_horizon < 2:
+            raise ValueError(f"phase_horizon must be >= 2 steps, got {phase_horizon}")
+        self.entropy_coef, self.smooth_coef, self.penalty = float(entropy_coef), float(smooth_coef), float(penalty)
+        self.kappa_low, self.kappa_high = float(kappa_low), float(kappa_high)
+        self.phase_weighting, self.phase_horizon = bool(phase_weighting), int(phase_horizon)
+        self.hist_sum, self.hist_count = 0.0, 0  # over finished steps
+        self._sum, self._count = 0.0, 0  # tokens of the current step
+
+    @property
+    def history_mean(self) -> float | None:
+        return self.hist_sum / self.hist_count if self.hist_count else None
+
+    def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
+        mask_BT = as_bool_mask(inp.mask_BT)
+        h_BT = zero_invalid(inp.entropy_BT, mask_BT)
+        self._sum += float(masked_sum(h_BT.detach().float(), mask_BT))
+        self._count += int(mask_BT.sum())
+        loss_BT = -self.entropy_coef * h_BT
+        hbar = self.history_mean
+        weight = epo_phase_weight(inp.step, horizon=self.phase_horizon) if self.phase_weighting else 1.0
+        metrics: Metrics = {"entropy/epo_history_mean": hbar or 0.0, "entropy/epo_phase_weight": weight}
+        if hbar is not None:
+            band_BT = epo_band_penalty(h_BT, hbar, kappa_low=self.kappa_low, kappa_high=self.kappa_high)
+            loss_BT = loss_BT + self.smooth_coef * weight * self.penalty * band_BT
+            metrics["entropy/epo_in_band_frac"] = frac(band_BT.detach() == 0, mask_BT)
+            n = int(mask_BT.sum())
+            metrics["entropy/epo_penalty"] = float(masked_sum(band_BT.detach(), mask_BT)) / n if n else 0.0
+        else:
+            metrics["entropy/epo_in_band_frac"] = 1.0
+            metrics["entropy/epo_penalty"] = 0.0
+        return zero_invalid(loss_BT, mask_BT), metrics
+
+    def on_step_end(self, metrics: dict | None = None) -> None:
+        """Append this step's token-mean entropy to the history."""
+        if self._count:
+            self.hist_sum += self._sum / self._count
+            self.hist_count += 1
+        self._sum, self._count = 0.0, 0
+
+    def state_dict(self) -> dict:
+        return {"hist_sum": self.hist_sum, "hist_count": self.hist_count, "sum": self._sum, "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hist_sum, self.hist_count = float(state["hist_sum"]), int(state["hist_count"])
+        self._sum, self._count = float(state["sum"]), int(state["count"])

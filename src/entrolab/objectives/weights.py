@@ -1,0 +1,137 @@
+"""Token weights: high-entropy minority tokens (80/20) and perplexity/position shaping."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from entrolab.objectives._util import as_bool_mask, expand_adv, frac, zero_invalid
+from entrolab.registry import TOKEN_WEIGHTS
+from entrolab.types import Metrics, PolicyInputs
+
+
+# --------------------------------------------------------------------------- 80/20
+def top_entropy_mask(entropy_BT: torch.Tensor, mask_BT: torch.Tensor, *, rho: float = 0.2) -> torch.Tensor:
+    """Top-k valid tokens by entropy, k = max(1, ⌈ρ·N⌉) over the whole tensor (Wang et al. 2025).
+
+    Ties are broken by position (stable sort), so the mask is deterministic. Returns bool [B, T].
+    """
+    n = int(mask_BT.sum())
+    out = torch.zeros(entropy_BT.numel(), dtype=torch.bool)
+    if n == 0:
+        return out.view(entropy_BT.shape).to(entropy_BT.device)
+    k = min(n, max(1, math.ceil(rho * n - 1e-9)))
+    scores = torch.where(mask_BT, entropy_BT.detach(), torch.full_like(entropy_BT, -torch.inf)).flatten()
+    top = torch.sort(scores.float().cpu(), descending=True, stable=True).indices[:k]
+    out[top] = True
+    return out.view(entropy_BT.shape).to(entropy_BT.device) & mask_BT
+
+
+@TOKEN_WEIGHTS.register(
+    "top_entropy_quantile",
+    paper="Beyond the 80/20 Rule: High-Entropy Minority Tokens Drive Effective Reinforcement Learning for LLM Reasoning",
+    arxiv="2506.01939",
+)
+class TopEntropyQuantile:
+    """Keep the policy loss only on the top-ρ fraction of tokens by current entropy (the 80/20 rule).
+
+    Scope: all valid tokens of the micro-batch (verl's original; TRL gathers over all ranks).
+    Normaliser: with ``renormalize=True`` (default, the paper's verl code) the selected tokens
+    are weighted N/N_sel, so ``token_mean`` divides by the number of *selected* tokens; with
+    ``renormalize=False`` (TRL) the weight is 0/1 and the denominator stays all valid tokens,
+    making the loss about ρ times smaller.
+
+    Args:
+        rho: fraction of tokens kept (paper 0.2; 1.0 keeps everything).
+        renormalize: see above.
+    Metrics: ``weight/entropy_selected_frac``, ``weight/entropy_threshold`` (smallest selected H).
+    """
+
+    def __init__(self, *, rho: float = 0.2, renormalize: bool = True):
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        self.rho, self.renormalize = float(rho), bool(renormalize)
+
+    def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
+        mask_BT = as_bool_mask(inp.mask_BT)
+        sel_BT = top_entropy_mask(inp.entropy_BT, mask_BT, rho=self.rho)
+        w = sel_BT.to(inp.logp_BT.dtype)
+        n_sel = int(sel_BT.sum())
+        if self.renormalize and n_sel:
+            w = w * (int(mask_BT.sum()) / n_sel)
+        thr = float(inp.entropy_BT.detach()[sel_BT].min()) if n_sel else 0.0
+        return w, {"weight/entropy_selected_frac": frac(sel_BT, mask_BT), "weight/entropy_threshold": thr}
+
+
+# --------------------------------------------------------------------------- PPL / position
+def group_minmax_signed(x_B: torch.Tensor, group_id_B: torch.Tensor, valid_B: torch.Tensor) -> torch.Tensor:
+    """Map x to [−1, 1] by min-max within each group (over valid sequences); 0 where a group is flat."""
+    z = torch.zeros_like(x_B)
+    for g in torch.unique(group_id_B[valid_B]):
+        rows = (group_id_B == g) & valid_B
+        lo, hi = x_B[rows].min(), x_B[rows].max()
+        if float(hi - lo) > 1e-12:
+            z[rows] = 2 * (x_B[rows] - lo) / (hi - lo) - 1
+    return z
+
+
+def perplexity_position_weights(
+    old_logp_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    group_id_B: torch.Tensor,
+    *,
+    ppl_alpha: float = 0.1,
+    position_gamma: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """w_{i,t} = (1 − α·z_i)·(1 + γ·(2u_t − 1)), the configurable form documented for 2508.02260.
+
+    z_i ∈ [−1, 1] is the group min-max of the log-perplexity −mean_t ℓ_old (low perplexity → −1 →
+    larger weight); u_t = (t + ½)/|o_i| ∈ (0, 1) is the relative position (late tokens → larger
+    weight; the position factor averages exactly 1 over each sequence). Returns (w_BT, z_B).
+    """
+    len_B = mask_BT.sum(-1)
+    lppl_B = -zero_invalid(old_logp_BT.detach(), mask_BT).sum(-1) / len_B.clamp(min=1)
+    z_B = group_minmax_signed(lppl_B, group_id_B, len_B > 0)
+    t_T = torch.arange(mask_BT.shape[1], device=mask_BT.device, dtype=old_logp_BT.dtype)
+    u_BT = (t_T[None, :] + 0.5) / len_B.clamp(min=1)[:, None].to(old_logp_BT.dtype)
+    w_BT = (1 - ppl_alpha * z_B)[:, None] * (1 + position_gamma * (2 * u_BT - 1))
+    return zero_invalid(w_BT, mask_BT), z_B
+
+
+@TOKEN_WEIGHTS.register(
+    "perplexity_position",
+    paper="Decomposing the Entropy-Performance Exchange: The Missing Keys to Unlocking Effective Reinforcement Learning",
+    arxiv="2508.02260",
+)
+class PerplexityPosition:
+    """PPL- and position-based advantage shaping as a token weight (configurable form, UNVERIFIED).
+
+    The paper has no released code and the spec has no verified formula; this implements the
+    documented multiplicative form w = (1 − α·z_ppl)·(1 + γ·(2u − 1)): low-perplexity responses
+    and late tokens get larger advantage magnitude. A positive weight times the PPO loss equals
+    PPO with the advantage scaled by it, so this is the paper's "advantage shaping".
+
+    Args:
+        ppl_alpha: α in [0, 1); 0 disables the perplexity factor.
+        position_gamma: γ in [0, 1); 0 disables the position factor.
+    Metrics: ``weight/ppl_pos_mean``, ``weight/ppl_pos_min``, ``weight/ppl_pos_max``.
+    """
+
+    def __init__(self, *, ppl_alpha: float = 0.1, position_gamma: float = 0.1):
+        for name, v in (("ppl_alpha", ppl_alpha), ("position_gamma", position_gamma)):
+            if not 0 <= v < 1:
+                raise ValueError(f"{name} must be in [0, 1) so weights stay positive, got {v}")
+        self.ppl_alpha, self.position_gamma = float(ppl_alpha), float(position_gamma)
+
+    def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
+        mask_BT = as_bool_mask(inp.mask_BT)
+        expand_adv(inp.adv_BT, inp.logp_BT)  # shape check only
+        w_BT, _ = perplexity_position_weights(
+            inp.old_logp_BT, mask_BT, inp.group_id_B, ppl_alpha=self.ppl_alpha, position_gamma=self.position_gamma
+        )
+        valid = w_BT[mask_BT]
+        stats = (float(valid.mean()), float(valid.min()), float(valid.max())) if valid.numel() else (0.0, 0.0, 0.0)
+        return w_BT.to(inp.logp_BT.dtype), {
+            "weight/ppl_pos_mean": stats[0], "weight/ppl_pos_min": stats[1], "weight/ppl_pos_max": stats[2],
+        }

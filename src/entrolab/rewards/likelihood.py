@@ -1,0 +1,195 @@
+"""Likelihood-based rewards: (mean) log-prob / probability of the reference answer after the CoT, and JEPO.
+
+Kwiatkowski et al., "Likelihood-Based Reward Designs for General LLM Reasoning" (arXiv 2602.03979).
+The CoT ``z`` is the completion truncated at the task's answer marker; the reference answer ``a*``
+is teacher-forced after ``prompt + z + marker`` in one pass (no answer is sampled):
+
+* ``logprob``       R = log π(a*|p, z)                         (the paper's recommendation)
+* ``mean_logprob``  R = (1/|a*|) log π(a*|p, z)
+* ``prob``          R = π(a*|p, z)                             (VeriFree)
+* ``mean_prob``     R = (1/|a*|) Σ_t π(a*_t|p, z, a*_<t)         (RLPR-style)
+* ``jepo``          R_i = log mean_{j∈g} π(a*|z_j) − log mean_{j∈g, j≠i} π(a*|z_j)  (already a
+  leave-one-out advantage: pair it with the ``raw`` advantage estimator, not with RLOO/GRPO).
+
+The reward needs a forward pass of the *current policy*, so it is given a scorer callable
+``scorer(prefixes, continuations) -> list of [n_tokens] log-prob tensors`` through ``set_scorer``
+(``make_logprob_scorer(model, tokenizer)`` builds one). The reward value is a number, so the
+REINFORCE weight ``(R − c)`` is detached, as in the paper's Lemma 1. The second Lemma-1 term,
+``∇R_θ(z)``, is an SFT-like loss on a* that the policy update must add explicitly:
+``likelihood_sft_loss`` computes it from the pairs this reward stores in
+``batch.extras["likelihood/pairs"]`` and the token weights in ``batch.extras["likelihood/weights"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from entrolab.registry import REWARDS
+from entrolab.types import Metrics, RolloutBatch, Task
+
+FORMS = ("logprob", "mean_logprob", "prob", "mean_prob", "jepo")
+Scorer = Callable[[Sequence[str], Sequence[str]], list[torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- the forward pass
+def continuation_logps(model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str], *,
+                       append_eos: bool = True, temperature: float = 1.0, batch_size: int = 32) -> list[torch.Tensor]:
+    """Per-token log π(continuation | prefix) for each pair (gradient flows if enabled by the caller).
+
+    Prefix and continuation are tokenized separately (the prefix with the tokenizer's special
+    tokens, i.e. BOS; the continuation without), so the boundary is the same for every sample.
+
+    Returns:
+        one [n_i] tensor per pair (n_i continuation tokens, + EOS when ``append_eos``).
+    """
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    for s in range(0, len(prefixes), batch_size):
+        seqs, spans = [], []
+        for pre, cont in zip(prefixes[s:s + batch_size], continuations[s:s + batch_size]):
+            p_ids = tokenizer(pre, add_special_tokens=True)["input_ids"]
+            c_ids = tokenizer(cont, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if append_eos else [])
+            seqs.append(p_ids + c_ids)
+            spans.append((len(p_ids), len(c_ids)))
+        L = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), L), tokenizer.pad_token_id or 0, dtype=torch.long)
+        att = torch.zeros(len(seqs), L, dtype=torch.long)
+        for i, x in enumerate(seqs):  # right padding: positions 0..len-1 are the real tokens
+            ids[i, : len(x)] = torch.tensor(x)
+            att[i, : len(x)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float() / temperature
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids.to(device)[:, 1:, None]).squeeze(-1)
+        for i, (p_len, c_len) in enumerate(spans):
+            out.append(logp[i, p_len - 1: p_len - 1 + c_len])  # token j is predicted at position j−1
+    return out
+
+
+def make_logprob_scorer(model, tokenizer, *, append_eos: bool = True, temperature: float = 1.0,
+                        batch_size: int = 32) -> Scorer:
+    """A no-grad scorer for ``LikelihoodReward.set_scorer`` bound to ``model`` (the current policy)."""
+
+    def scorer(prefixes: Sequence[str], continuations: Sequence[str]) -> list[torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return [t.detach().cpu() for t in continuation_logps(
+                    model, tokenizer, prefixes, continuations, append_eos=append_eos,
+                    temperature=temperature, batch_size=batch_size)]
+        finally:
+            model.train(was_training)
+
+    return scorer
+
+
+# --------------------------------------------------------------------------- pure reward math
+def likelihood_values(tok_logps: Sequence[torch.Tensor], group_id_B: torch.Tensor, *, form: str = "logprob"
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Reward per sample and the detached SFT-term token weights ``w`` (∇R = Σ_t w_t ∇log p_t).
+
+    Args:
+        tok_logps: B tensors [n_i] of per-token log-probs of the reference answer.
+        group_id_B: [B] groups (JEPO only).
+        form: one of ``logprob, mean_logprob, prob, mean_prob, jepo``.
+
+    Returns:
+        ``(values_B, weights)``; for JEPO the weights are ``G·softmax_g(L)`` so that averaging the
+        SFT term over samples averages ∇R_g over groups.
+    """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    seq_B = torch.stack([t.sum() for t in tok_logps]) if tok_logps else torch.zeros(0)
+    n_B = torch.tensor([max(1, t.numel()) for t in tok_logps], dtype=torch.float32)
+    if form == "logprob":
+        return seq_B, [torch.ones_like(t) for t in tok_logps]
+    if form == "mean_logprob":
+        return seq_B / n_B, [torch.full_like(t, 1.0 / max(1, t.numel())) for t in tok_logps]
+    if form == "prob":
+        p_B = seq_B.exp()
+        return p_B, [torch.full_like(t, float(p)) for t, p in zip(tok_logps, p_B)]
+    if form == "mean_prob":
+        vals = torch.stack([t.exp().mean() if t.numel() else torch.tensor(0.0) for t in tok_logps])
+        return vals, [t.exp() / max(1, t.numel()) for t in tok_logps]
+    # JEPO: leave-one-out difference of the group's log-mean-exp.
+    vals, weights = torch.zeros_like(seq_B), [torch.zeros_like(t) for t in tok_logps]
+    for g in group_id_B.unique().tolist():
+        rows = (group_id_B == g).nonzero().squeeze(-1).tolist()
+        L = seq_B[rows]
+        G = len(rows)
+        soft = torch.softmax(L, 0)
+        for k, b in enumerate(rows):
+            weights[b] = torch.full_like(tok_logps[b], float(G * soft[k]))
+            if G > 1:
+                full = torch.logsumexp(L, 0) - math.log(G)
+                others = torch.logsumexp(torch.cat([L[:k], L[k + 1:]]), 0) - math.log(G - 1)
+                vals[b] = full - others
+    return vals, weights
+
+
+def likelihood_sft_loss(tok_logps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The explicit ∇R_θ term of Lemma 1 as a loss: ``−(1/B) Σ_i Σ_t w_{i,t} log p_{i,t}``.
+
+    ``tok_logps`` must carry gradient (``continuation_logps`` under grad); ``weights`` are detached.
+    For ``logprob`` this is exactly SFT on the reference answer given (prompt, CoT).
+    """
+    if not tok_logps:
+        return torch.zeros(())
+    total = sum((w.detach().to(t.device) * t).sum() for t, w in zip(tok_logps, weights))
+    return -total / len(tok_logps)
+
+
+# --------------------------------------------------------------------------- the registered reward
+@REWARDS.register("likelihood", paper="Likelihood-Based Reward Designs for General LLM Reasoning", arxiv="2602.03979")
+class LikelihoodReward:
+    """Log-likelihood (or probability) of the reference answer after the sampled CoT, under the policy.
+
+    Reference answers come from ``prompt.meta[answer_key]`` or else the first of
+    ``task.solutions(prompt)``. Needs a scorer (``set_scorer``) or ``batch.extras["logprob_scorer"]``.
+    Logs ``likelihood/mean_answer_logp`` (mean sequence log-prob of a*).
+    """
+
+    def __init__(self, *, form: str = "logprob", answer_key: str = "answer"):
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        self.form, self.answer_key = form, answer_key
+        self.scorer: Scorer | None = None
+
+    def set_scorer(self, scorer: Scorer) -> None:
+        """Bind the function that scores continuations under the current policy (called by the trainer)."""
+        self.scorer = scorer
+
+    def reference(self, prompt, task) -> str:
+        ans = prompt.meta.get(self.answer_key)
+        if ans is None and task is not None:
+            sols = task.solutions(prompt)
+            ans = sols[0] if sols else None
+        if isinstance(ans, (list, tuple)):
+            ans = ans[0] if ans else None
+        if not isinstance(ans, str) or not ans:
+            raise ValueError(f"likelihood: no reference answer for prompt {prompt.id!r} "
+                             f"(meta[{self.answer_key!r}] missing and the task has no solutions)")
+        return ans
+
+    def __call__(self, batch: RolloutBatch, task: Task | None) -> tuple[torch.Tensor, Metrics]:
+        scorer = self.scorer or batch.extras.get("logprob_scorer")
+        if scorer is None:
+            raise ValueError("likelihood: no scorer; the trainer must call set_scorer(make_logprob_scorer(model, "
+                             "tokenizer)) or put one in batch.extras['logprob_scorer']")
+        marker = getattr(task, "answer_marker", None) or ""
+        prefixes, answers = [], []
+        for g, text in zip(batch.group_id_B.tolist(), batch.texts):
+            prompt = batch.prompts[g]
+            cot = text.split(marker, 1)[0] if marker else text  # truncate the CoT at the marker
+            prefixes.append(prompt.text + cot + marker)
+            answers.append(self.reference(prompt, task))
+        tok_logps = [t.detach().float().cpu() for t in scorer(prefixes, answers)]
+        if len(tok_logps) != batch.batch_size:
+            raise ValueError(f"likelihood: scorer returned {len(tok_logps)} results for {batch.batch_size} samples")
+        values_B, weights = likelihood_values(tok_logps, batch.group_id_B.cpu(), form=self.form)
+        batch.extras["likelihood/pairs"] = list(zip(prefixes, answers))
+        batch.extras["likelihood/weights"] = weights
+        seq = [float(t.sum()) for t in tok_logps]
+        return values_B, {"likelihood/mean_answer_logp": sum(seq) / max(1, len(seq))}
