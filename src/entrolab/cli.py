@@ -1,4 +1,4 @@
-"""Command line: ``entrolab demo | sft | train | eval | report | compare | diagnose | list | validate``."""
+"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | list | validate``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from entrolab.sweep import run_sweep
+
+    page = run_sweep(args.recipes, seeds=args.seeds, out_dir=Path(args.out),
+                     base=Path(args.base) if args.base else None, overrides=args.set, progress=not args.quiet)
+    print(f"comparison: {page}\nsummary: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="entrolab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/diagnose")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_diagnose)
+
+    s = sub.add_parser("sweep", help="several recipes x seeds from one base model, one comparison report")
+    s.add_argument("recipes", nargs="+")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--out", default="runs/sweep")
+    s.add_argument("--base", default=None, help="base model folder (default: the demo's cached Countdown base)")
+    s.add_argument("--set", nargs="*", default=[], help="overrides applied to every recipe")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_sweep)
 
     s = sub.add_parser("list", help="every registered component with its paper")
     s.add_argument("stage", nargs="?", default=None)

@@ -35,7 +35,7 @@ P = _p([3, 5, 7], 56)  # one solution: 7*(3+5)
     ("#(5+3)*7", "ok", "7*(3+5)"),                  # empty scratchpad, other operand order
     ("#(5+3)×7", "ok", "7*(3+5)"),                  # × is accepted
     ("junk!?😀#7*(3+5)", "ok", "7*(3+5)"),          # the scratchpad is never checked
-    ("#7*5+3", "wrong_value", "3+7*5"),             # well-formed: canonical answer kept
+    ("#7*5+3", "wrong_value", "3+5*7"),             # well-formed: canonical answer kept
     ("#3*3+5", "reused_number", "5+3*3"),           # 3 twice (given once); also misses 7
     ("#3+5", "missing_number", "3+5"),
     ("#7*8", "unknown_number", "7*8"),
@@ -48,7 +48,7 @@ P = _p([3, 5, 7], 56)  # one solution: 7*(3+5)
     ("#7*(3+5)😀", "bad_char", None),
     ("#７*(３+５)", "bad_char", None),                # full-width digits
     ("#" + "(" * 9 + "7*(3+5)" + ")" * 9, "too_deep", None),
-    ("#" + "7*(3+5)" + " " * 0 + "+0" * 40, "too_long", None),
+    ("#" + "7*(3+5)" + "+0" * 40, "too_long", None),
 ])
 def test_verifier_reasons(task, completion, reason, answer):
     v = task.verify(P, completion)
@@ -159,8 +159,8 @@ def test_protocol_registry_and_charset():
     t = TASKS.build("countdown", SMALL)
     assert isinstance(t, Task) and t.name == "countdown" and t.answer_marker == "#"
     assert t.charset() == " #()*+,-/0123456789:=>"
-    t2 = Countdown(answer_marker="</a>", **SMALL)
-    assert "<" in t2.charset() and t2.verify(P, "x</a>7*(3+5)").correct
+    t2 = Countdown(answer_marker="ANS", **SMALL)
+    assert "A" in t2.charset() and t2.verify(P, "xANS7*(3+5)").correct
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -186,7 +186,6 @@ def test_every_enumerated_solution_verifies_and_is_stable(numbers, target, rnd):
     t = Countdown(**SMALL)
     p = _p(numbers, target)
     for sol in t.solutions(p):
-        assert t.verify(p, "#" + sol) == t.verify(p, "#" + sol)
         v = t.verify(p, "#" + sol)
         assert v.correct and v.answer == sol and canonicalize(sol) == sol
         # shuffle commutative operands textually: swap the two sides of one top-level + or *

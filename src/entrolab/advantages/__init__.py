@@ -1,6 +1,19 @@
-"""Advantage estimators. Importing the package registers them all in ``ADVANTAGES``."""
+"""Advantage estimators. Importing the package registers them all in ``ADVANTAGES``.
 
-from entrolab.advantages import baselines, common  # noqa: F401  (registration side effects)
+Baselines: grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, raw. Methods: gaussian
+(G²RPO), canon, riskpo, copo, empg, effective_rank (VERL).
+"""
+
+from entrolab.advantages import (  # noqa: F401  (registration side effects)
+    baselines,
+    canon,
+    common,
+    copo,
+    effective_rank,
+    empg,
+    gaussian,
+    riskpo,
+)
 from entrolab.advantages.baselines import grpo_advantage, rloo_advantage
 
 __all__ = ["grpo_advantage", "rloo_advantage"]

@@ -47,8 +47,9 @@ def bon_distribution(p_Y: torch.Tensor, r_Y: torch.Tensor, N: int) -> torch.Tens
     p = p_Y.double()
     if p.shape != r_Y.shape or p.dim() != 1:
         raise ValueError("p_Y and r_Y must be 1-D of one length")
-    if (p < 0).any() or abs(float(p.sum()) - 1) > 1e-9:
+    if (p < 0).any() or abs(float(p.sum()) - 1) > 1e-6:
         raise ValueError("p_Y must be a probability vector (>= 0, summing to 1)")
+    p = p / p.sum()  # float32 inputs sum to 1 only to ~1e-7
     r = r_Y.double()
     out = torch.zeros_like(p)
     levels = torch.unique(r[p > 0])  # sorted ascending

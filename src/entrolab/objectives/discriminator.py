@@ -35,7 +35,8 @@ def entropy_discriminator(logp_BT: torch.Tensor, entropy_BT: torch.Tensor) -> to
 
 def expected_discriminator(logits_BTV: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(E_{j~π}[S_j] = Σ_j p_j² (H + log p_j), H) per position from logits [B, T, V] (detached)."""
-    logp = torch.log_softmax(logits_BTV.detach().float(), dim=-1)
+    dtype = torch.promote_types(logits_BTV.dtype, torch.float32)  # at least float32
+    logp = torch.log_softmax(logits_BTV.detach().to(dtype), dim=-1)
     p = logp.exp()
     h = -(p * logp).sum(-1)
     return (p.square() * (h[..., None] + logp)).sum(-1), h
@@ -144,7 +145,7 @@ class ClipV:
         mask_BT = as_bool_mask(inp.mask_BT)
         adv_BT = zero_invalid(expand_adv(inp.adv_BT, inp.logp_BT).detach(), mask_BT)
         nec_BT, h_BT = expected_discriminator(inp.logits_BTV)
-        s_BT = entropy_discriminator(inp.logp_BT.float(), h_BT)
+        s_BT = entropy_discriminator(inp.logp_BT.to(h_BT.dtype), h_BT)
         d_BT = zero_invalid(nec_BT - s_BT, mask_BT)
         keep_BT = clip_v_keep(d_BT, adv_BT, mask_BT, mu=self.mu, max_frac=self.max_frac)
         std = masked_mean((d_BT - masked_mean(d_BT, mask_BT)).square(), mask_BT).sqrt()

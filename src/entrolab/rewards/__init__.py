@@ -1,6 +1,24 @@
-"""Reward terms, reward shapers and their composition. Importing the package registers them all."""
+"""Reward terms, reward shapers and their composition. Importing the package registers them all.
 
-from entrolab.rewards import basic, compose, verifier  # noqa: F401  (registration side effects)
+Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
+diversity, ensemble, reward_model, likelihood. Shapers (``SHAPERS``): pear, ares_hwe, par and the
+baselines it is compared against (centered, lsc, meanstd, clip, minmax).
+"""
+
+from entrolab.rewards import (  # noqa: F401  (registration side effects)
+    ares,
+    basic,
+    compose,
+    diversity,
+    ensemble,
+    likelihood,
+    par,
+    pear,
+    reward_model,
+    segments,
+    spurious,
+    verifier,
+)
 from entrolab.rewards.compose import PerSample, RewardError, compute_rewards
 
 __all__ = ["PerSample", "RewardError", "compute_rewards"]

@@ -24,7 +24,7 @@ _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 def extract_gsm8k(text: str) -> str | None:
     """The first line after the last ``####`` (GSM8K's answer format), or None."""
-    head, marker, tail = text.rpartition(GSM8K_MARKER)
+    _, marker, tail = text.rpartition(GSM8K_MARKER)
     if not marker:
         return None
     line = tail.strip().split("\n", 1)[0].strip()
@@ -108,6 +108,11 @@ def math_verify_available() -> bool:
     return importlib.util.find_spec("math_verify") is not None
 
 
+def import_math_verify() -> None:
+    """Worker warm-up: import math-verify (and sympy) before any comparison is timed."""
+    import math_verify  # noqa: F401
+
+
 def math_verify_equal(reference: str, answer: str, wrap_answer: bool) -> bool:
     """Does math-verify judge ``answer`` equal to ``reference``? Runs inside the worker process.
 
@@ -128,31 +133,35 @@ def math_verify_equal(reference: str, answer: str, wrap_answer: bool) -> bool:
 class TimedWorker:
     """Run picklable calls in one worker process, killing and restarting it after a timeout.
 
-    Start-up is lazy (the first call pays for spawning a fresh interpreter). ``call`` returns
-    ``(True, result)``, ``(False, "timeout")`` or ``(False, "error: ...")``.
+    Start-up is lazy: the first call spawns a fresh interpreter and runs ``warmup`` there (for
+    example an import) without a time limit, so that ``timeout_s`` bounds only the calls
+    themselves. ``call`` returns ``(True, result)``, ``(False, "timeout")`` or
+    ``(False, "error: ...")``.
     """
 
-    def __init__(self, *, timeout_s: float = 5.0):
+    def __init__(self, *, timeout_s: float = 5.0, warmup: Callable[[], Any] | None = None):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.timeout_s = float(timeout_s)
+        self.warmup = warmup
         self._pool: Any = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-        if self._pool is None:
-            # spawn, not fork: forking a process that holds torch threads is unsafe.
-            self._pool = multiprocessing.get_context("spawn").Pool(1)
-        job = self._pool.apply_async(fn, args)
         try:
-            return True, job.get(timeout=self.timeout_s)
+            if self._pool is None:
+                # spawn, not fork: forking a process that holds torch threads is unsafe.
+                self._pool = multiprocessing.get_context("spawn").Pool(1)
+                if self.warmup is not None:
+                    self._pool.apply(self.warmup)
+            return True, self._pool.apply_async(fn, args).get(timeout=self.timeout_s)
         except multiprocessing.TimeoutError:
             self.close()  # the only way to stop a stuck computation
             return False, "timeout"
-        except Exception as err:  # the worker raised: report it, the worker itself is fine
+        except Exception as err:  # the call (or the warm-up) raised in the worker: report it
             return False, f"error: {type(err).__name__}: {err}"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"timeout_s": self.timeout_s, "_pool": None}  # a copy starts its own worker
+        return {"timeout_s": self.timeout_s, "warmup": self.warmup, "_pool": None}  # a copy starts its own
 
     def close(self) -> None:
         if self._pool is not None:

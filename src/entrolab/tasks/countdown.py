@@ -115,7 +115,7 @@ class Countdown:
                  n_train: int = 2000, n_validation: int = 200, n_test: int = 200,
                  demo_skew: float = 1.0, answer_marker: str = "#", max_answer_chars: int = 64,
                  max_depth: int = 8):
-        self.seed = _int("seed", seed, -(2**63))
+        self.seed = _int("seed", seed, 0)
         self.min_numbers = _int("min_numbers", min_numbers, 2, 5)
         self.max_numbers = _int("max_numbers", max_numbers, min_numbers, 5)
         self.min_operand = _int("min_operand", min_operand, 0)

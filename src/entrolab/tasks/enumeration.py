@@ -105,5 +105,8 @@ def solutions(numbers: tuple[int, ...] | list[int], target: int | Fraction) -> l
             for op, vy, swapped in _hits(vx, target):
                 for ey in ty.get(vy, {}).values():
                     for ex in group_x.values():
-                        add(op, ey, ex) if swapped else add(op, ex, ey)
+                        if swapped:
+                            add(op, ey, ex)
+                        else:
+                            add(op, ex, ey)
     return sorted(found)

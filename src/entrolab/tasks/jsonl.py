@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from entrolab.registry import TASKS
-from entrolab.tasks.answers import (EXTRACTORS, TimedWorker, format_number, math_verify_available,
-                                    math_verify_equal, normalize_text, numbers_match, parse_number)
+from entrolab.tasks.answers import (EXTRACTORS, TimedWorker, format_number, import_math_verify,
+                                    math_verify_available, math_verify_equal, normalize_text,
+                                    numbers_match, parse_number)
 from entrolab.types import Prompt, Verdict
 
 MATCHES = ("exact", "numeric", "math_verify")
@@ -136,7 +137,8 @@ class JsonlTask:
         self.answer_extractor, self.reference_extractor = answer_extractor, reference_extractor
         self.match, self.answer_marker, self.rel_tol = match, answer_marker, float(rel_tol)
         self.max_answer_chars = max_answer_chars
-        self._worker = TimedWorker(timeout_s=math_verify_timeout_s) if match == "math_verify" else None
+        self._worker = (TimedWorker(timeout_s=math_verify_timeout_s, warmup=import_math_verify)
+                        if match == "math_verify" else None)
         self._demos: dict[str, str] = {}
         self._splits: dict[str, list[Prompt]] = {}
         if paths is not None:
@@ -228,7 +230,10 @@ class JsonlTask:
             num = parse_number(ans)
             if num is None:
                 return Verdict(0.0, False, None, "parse_error")
-            ok = numbers_match(num, parse_number(ref), rel_tol=self.rel_tol)
+            ref_num = parse_number(ref)
+            if ref_num is None:  # a prompt made by a differently configured task
+                raise ValueError(f"jsonl: prompt {prompt.id!r} has a non-numeric reference {ref!r}")
+            ok = numbers_match(num, ref_num, rel_tol=self.rel_tol)
             return Verdict(float(ok), ok, format_number(num), "ok" if ok else "wrong_value")
         answer = normalize_text(ans)
         if self.match == "exact":

@@ -1,0 +1,308 @@
+"""Supervised fine-tuning, used to build the testbed's base models from scratch (DESIGN.md §6).
+
+``train_sft`` is plain next-token cross-entropy on (prompt, completion) pairs with the loss on
+completion tokens and the final EOS only. ``build_base_model`` turns a task into a cached HF
+folder: char tokenizer from ``task.charset()``, a tiny Llama, SFT on ``task.demonstration``
+samples of the train split (whose choice among solutions the task skews on purpose, so the base
+model has a known, uneven support), and an ``sft.json`` describing the run. ``entrolab sft``
+runs ``run_sft(load_sft_cfg(...))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from entrolab.config import _format_validation, apply_overrides
+from entrolab.registry import ConfigError
+
+Progress = Callable[[int, int], None]
+#: Bump when the training procedure changes, so cached base models are rebuilt.
+SFT_VERSION = 1
+#: Default SFT settings of testbed base models (tuned in docs/testbed.md).
+DEFAULTS: dict[str, Any] = dict(size="tiny", steps=600, batch_size=64, lr=3e-3, warmup=30, weight_decay=0.0,
+                                schedule="cosine", demos_per_prompt=4)
+
+
+def encode_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Ids of ``prompt + completion + EOS`` and the number of prompt ids.
+
+    Prompt and completion are tokenized separately, as the sampler sees them (prompt ids, then
+    generated ids), so the SFT boundary matches the RL boundary for any tokenizer.
+    """
+    from entrolab.rollout.sampler import encode_prompts
+
+    p_ids = encode_prompts(tokenizer, [prompt])[0]
+    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [int(tokenizer.eos_token_id)]
+    return p_ids + c_ids, len(p_ids)
+
+
+def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad encoded pairs into ``(ids_BL, mask_BL, mask_loss_BL)``.
+
+    ``mask_loss_BL[b, i]`` is True when token ``i`` is a completion token (or the EOS) of row b,
+    i.e. a position whose prediction from position ``i-1`` is trained.
+    """
+    L = max(len(ids) for ids, _ in examples)
+    ids_BL = torch.full((len(examples), L), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(examples), L), dtype=torch.bool)
+    mask_loss_BL = torch.zeros((len(examples), L), dtype=torch.bool)
+    for b, (ids, n_prompt) in enumerate(examples):
+        ids_BL[b, : len(ids)] = torch.as_tensor(ids)
+        mask_BL[b, : len(ids)] = True
+        mask_loss_BL[b, n_prompt: len(ids)] = True
+    return ids_BL, mask_BL, mask_loss_BL
+
+
+def completion_nll(model, ids_BL: torch.Tensor, mask_BL: torch.Tensor, mask_loss_BL: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over the completion tokens of the batch (token mean).
+
+    Rows are right-padded, so under the causal mask no real token ever attends to a pad; the
+    attention mask is then all-causal and we omit it (the fast SDPA path). Pad positions
+    themselves are excluded by ``mask_loss_BL``.
+    """
+    if not bool(mask_BL[:, :1].all()) or bool((mask_BL[:, 1:] & ~mask_BL[:, :-1]).any()):
+        raise ValueError("completion_nll expects right-padded rows (mask True then False)")
+    logits_BLV = model(input_ids=ids_BL, use_cache=False).logits
+    logp_BLV = torch.log_softmax(logits_BLV[:, :-1].float(), dim=-1)
+    tgt_BL = ids_BL[:, 1:]
+    nll_BL = -logp_BLV.gather(-1, tgt_BL.unsqueeze(-1)).squeeze(-1)
+    m = mask_loss_BL[:, 1:]
+    return (nll_BL * m).sum() / m.sum().clamp(min=1)
+
+
+def lr_factor(step: int, *, steps: int, warmup: int, schedule: str) -> float:
+    """Linear warmup over ``warmup`` steps, then constant, linear or cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, steps - warmup))
+    decay = {"constant": 0.0, "linear": frac, "cosine": 0.5 * (1 - math.cos(math.pi * frac))}[schedule]
+    return 1.0 - 0.9 * decay
+
+
+def train_sft(
+    model: torch.nn.Module,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    steps: int = DEFAULTS["steps"],
+    batch_size: int = DEFAULTS["batch_size"],
+    lr: float = DEFAULTS["lr"],
+    warmup: int = DEFAULTS["warmup"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    schedule: str = DEFAULTS["schedule"],
+    grad_clip: float | None = 1.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place on (prompt, completion) pairs; returns a summary dict.
+
+    Batches walk through a seeded shuffle of the pairs (reshuffled every epoch), so a run is
+    bit-for-bit repeatable on CPU. AdamW, warmup then ``schedule``; gradients clipped to
+    ``grad_clip``. The summary holds ``loss_first``/``loss_last`` (means over the first and
+    last 10 % of steps), ``losses`` (every step), ``tokens`` (trained tokens) and ``time_s``.
+    """
+    from entrolab.models.loading import resolve_device
+
+    if not pairs:
+        raise ValueError("train_sft needs at least one (prompt, completion) pair")
+    if steps < 1 or batch_size < 1 or lr <= 0 or warmup < 0:
+        raise ValueError(f"train_sft: need steps >= 1, batch_size >= 1, lr > 0, warmup >= 0 "
+                         f"(got {steps}, {batch_size}, {lr}, {warmup})")
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"train_sft: schedule must be constant, linear or cosine, got {schedule!r}")
+    dev = resolve_device(device)
+    model.to(dev).train()
+    data = [encode_pair(tokenizer, p, c) for p, c in pairs]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps=steps, warmup=warmup, schedule=schedule))
+    rng = random.Random(seed)
+    order: list[int] = []
+    losses, tokens, t0 = [], 0, time.perf_counter()
+    for step in range(steps):
+        while len(order) < batch_size:  # next epoch's shuffle is appended when this one runs out
+            epoch = list(range(len(data)))
+            rng.shuffle(epoch)
+            order += epoch
+        idx, order = order[:batch_size], order[batch_size:]
+        ids_BL, mask_BL, mask_loss_BL = (t.to(dev) for t in collate([data[i] for i in idx], tokenizer.pad_token_id))
+        loss = completion_nll(model, ids_BL, mask_BL, mask_loss_BL)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        tokens += int(mask_loss_BL[:, 1:].sum())
+        if progress is not None:
+            progress(step + 1, steps)
+    model.eval()
+    k = max(1, steps // 10)
+    return {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "losses": losses,
+            "tokens": tokens, "time_s": time.perf_counter() - t0, "num_pairs": len(pairs)}
+
+
+def demonstration_pairs(task, *, demos_per_prompt: int, seed: int, split: str = "train") -> list[tuple[str, str]]:
+    """``demos_per_prompt`` demonstrations per prompt of ``split`` (prompts without one are skipped)."""
+    rng = random.Random(seed)
+    pairs = []
+    for prompt in task.prompts(split):
+        for _ in range(demos_per_prompt):
+            demo = task.demonstration(prompt, rng)
+            if demo is not None:
+                pairs.append((prompt.text, demo))
+    if not pairs:
+        raise ValueError(f"task '{task.name}' gave no demonstrations for split '{split}'")
+    return pairs
+
+
+def _settings_hash(settings: dict[str, Any], charset: str, pairs: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256(json.dumps([SFT_VERSION, settings, charset], sort_keys=True).encode())
+    for p, c in pairs:  # the data itself identifies the task configuration exactly
+        h.update(json.dumps([p, c]).encode())
+    return h.hexdigest()[:16]
+
+
+def is_complete(out_dir: Path, settings_hash: str | None = None) -> bool:
+    """True when ``out_dir`` holds a saved base model (with ``settings_hash``, if given)."""
+    meta = out_dir / "sft.json"
+    if not all((out_dir / f).exists() for f in ("config.json", "model.safetensors", "tokenizer.json")) \
+            or not meta.exists():
+        return False
+    try:
+        return settings_hash is None or json.loads(meta.read_text()).get("settings_hash") == settings_hash
+    except (OSError, ValueError):
+        return False
+
+
+def build_base_model(
+    out_dir: str | Path,
+    task,
+    *,
+    size: str = DEFAULTS["size"],
+    steps: int = DEFAULTS["steps"],
+    batch_size: int = DEFAULTS["batch_size"],
+    lr: float = DEFAULTS["lr"],
+    warmup: int = DEFAULTS["warmup"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    schedule: str = DEFAULTS["schedule"],
+    demos_per_prompt: int = DEFAULTS["demos_per_prompt"],
+    seed: int = 0,
+    device: str = "auto",
+    force: bool = False,
+    progress: Progress | bool | None = None,
+) -> Path:
+    """Train (or reuse) a testbed base model for ``task``; returns the HF folder ``out_dir``.
+
+    The folder is reused when its ``sft.json`` carries the same settings hash, a hash of these
+    settings, the charset and the demonstration pairs themselves (so any change of task
+    parameters retrains). Otherwise the model is trained and written atomically (temp folder,
+    then rename). ``progress=True`` shows a progress bar; a callable gets ``(step, steps)``.
+    """
+    from entrolab.models.tiny import build_tiny_model, num_params, save_testbed
+    from entrolab.models.tokenizer import build_char_tokenizer
+
+    out = Path(out_dir)
+    charset = task.charset()
+    if not charset:
+        raise ValueError(f"task '{task.name}' has no charset(); a char-level base model needs one")
+    settings = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                    schedule=schedule, demos_per_prompt=demos_per_prompt, seed=seed)
+    pairs = demonstration_pairs(task, demos_per_prompt=demos_per_prompt, seed=seed)
+    key = _settings_hash(settings, charset, pairs)
+    if not force and is_complete(out, key):
+        return out
+    if out.exists() and any(out.iterdir()) and not (out / "sft.json").exists():
+        raise ValueError(f"{out} exists and is not an entrolab base model folder; refusing to overwrite it")
+
+    tokenizer = build_char_tokenizer(charset)
+    max_len = max(len(p) + len(c) for p, c in pairs) + 2
+    model = build_tiny_model(size, tokenizer, seed=seed, max_position_embeddings=max(512, 2 * max_len))
+    if progress is True:
+        from entrolab.progress import phase
+
+        with phase(f"SFT base model ({size})") as bar:
+            summary = train_sft(model, tokenizer, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                                weight_decay=weight_decay, schedule=schedule, seed=seed, device=device, progress=bar)
+    else:
+        summary = train_sft(model, tokenizer, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                            weight_decay=weight_decay, schedule=schedule, seed=seed, device=device,
+                            progress=progress or None)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_testbed(model.to("cpu"), tokenizer, tmp)
+    losses = summary.pop("losses")
+    meta = {"settings_hash": key, "sft_version": SFT_VERSION, "task": task.name, "settings": settings,
+            "num_params": num_params(model), **summary,
+            "loss_curve": losses[:: max(1, len(losses) // 50)] + losses[-1:]}
+    (tmp / "sft.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+class SftCfg(BaseModel):
+    """Settings of ``entrolab sft`` (YAML + ``key=value`` overrides). Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    out_dir: str = "runs/base/{task}-{size}-seed{seed}"
+    task: dict[str, Any] = Field(default_factory=lambda: {"name": "countdown"})
+    size: Literal["tiny", "small"] = DEFAULTS["size"]
+    steps: int = Field(DEFAULTS["steps"], ge=1)
+    batch_size: int = Field(DEFAULTS["batch_size"], ge=1)
+    lr: float = Field(DEFAULTS["lr"], gt=0)
+    warmup: int = Field(DEFAULTS["warmup"], ge=0)
+    weight_decay: float = Field(DEFAULTS["weight_decay"], ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = DEFAULTS["schedule"]
+    demos_per_prompt: int = Field(DEFAULTS["demos_per_prompt"], ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    force: bool = False
+
+
+def load_sft_cfg(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> SftCfg:
+    """Load an ``SftCfg`` from a YAML path or dict, apply ``a.b=c`` overrides, validate strictly."""
+    if source is None or isinstance(source, dict):
+        data = dict(source or {})
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"SFT config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: an SFT config must be a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return SftCfg.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, SftCfg).replace("invalid recipe", "invalid SFT config")) from None
+
+
+def run_sft(cfg: SftCfg, *, progress: Progress | bool | None = True) -> Path:
+    """Build the task of ``cfg`` from the registry and train (or reuse) its base model."""
+    from entrolab.components import build_one, import_builtins
+    from entrolab.registry import TASKS
+
+    import_builtins()
+    task = build_one(TASKS, cfg.task, "task")
+    out = Path(cfg.out_dir.format(task=cfg.task["name"], size=cfg.size, seed=cfg.seed))
+    return build_base_model(out, task, size=cfg.size, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                            warmup=cfg.warmup, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                            demos_per_prompt=cfg.demos_per_prompt, seed=cfg.seed, device=cfg.device,
+                            force=cfg.force, progress=progress)

@@ -1,0 +1,144 @@
+"""End to end: ``diagnose`` on small rollout files and eval JSONs (JSON numbers, HTML, disabled sections)."""
+
+import json
+import math
+import random
+
+import pytest
+
+from entrolab.diagnostics.diagnose import choose_base, clean, compute, diagnose
+from entrolab.diagnostics.inputs import load_dataset
+from entrolab.diagnostics.schema import RolloutFormatError
+
+
+def make_samples(run, steps, *, seed, full=True, delta=None, n=8, prompts=4):
+    """Deterministic fake rollouts; answers drawn from a per-run answer distribution."""
+    rng = random.Random(seed)
+    out = []
+    for step in steps:
+        for pid in range(prompts):
+            for _ in range(n):
+                correct = rng.random() < 0.3 + 0.1 * step
+                answer = rng.choice(["s1", "s2", "s3"]) if correct else rng.choice(["w", None])
+                T = rng.randint(3, 6)
+                rec = {"prompt_id": pid, "run": run, "step": step, "completion": "x", "reward": float(correct),
+                       "correct": correct, "answer": answer, "difficulty": "easy" if pid % 2 else "hard",
+                       "solutions": ["s1", "s2", "s3", "s4"]}
+                if full:
+                    lp = [math.log(rng.uniform(0.1, 1.0)) for _ in range(T)]
+                    rec.update(logprobs=lp, entropies=[rng.uniform(0.1, 2.0) / (1 + step) for _ in range(T)],
+                               phase_split=T // 2, policy_logprobs=[x + rng.gauss(0, 0.3) for x in lp],
+                               rewards={"rm_a": rng.random(), "rm_b": rng.random(), "rm_c": float(correct)},
+                               er=rng.uniform(2, 5), ref_logprobs=[x - 0.1 for x in lp])
+                if delta is not None:
+                    rec["reward_delta"] = delta
+                out.append(rec)
+    return out
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def report_of(paths, *, base=None, **kw):
+    """The report dict without writing files or plots (what diagnostics.json holds)."""
+    data = load_dataset(paths)
+    return json.loads(json.dumps(clean(compute(data, base=choose_base(data, base), n_boot=50, **kw))))
+
+
+def run_diagnose(tmp_path, paths, name="out", **kw):
+    html = diagnose(paths, tmp_path / name, n_boot=50, **kw)
+    report = json.loads((tmp_path / name / "diagnostics.json").read_text())
+    return html, report
+
+
+def test_full_report_has_every_section_and_plots(tmp_path):
+    path = write(tmp_path / "r.jsonl", make_samples("base", [0], seed=0) + make_samples("grpo", [0, 1, 2, 3, 4], seed=1))
+    html, report = run_diagnose(tmp_path, [path])
+    assert report["inputs"]["base"] == "base"
+    assert set(report["disabled"]) == {"cliff"}
+    s = report["sections"]
+    assert set(s["passk"]["curves"]) == {"base", "grpo"} and "grpo" in s["passk"]["crossover"]
+    assert set(s["support"]["comparisons"]["grpo"]["by_difficulty"]) == {"easy", "hard"}
+    assert 0.0 <= s["support"]["models"]["base"]["coverage_mean"] <= 1.0
+    assert len(s["law"]["runs"]["grpo"]["steps"]) == 5
+    assert s["entropy_steps"]["runs"]["grpo"][0]["scratchpad_entropy"] is not None
+    assert s["starc"]["distances"]["reward vs correct"] == pytest.approx(0.0, abs=1e-12)
+    assert s["starc"]["distances"]["reward vs rm_c"] == pytest.approx(0.0, abs=1e-12)
+    assert s["bon"]["trained"]["grpo"]["sequence_kl_mean"] > 0
+    text = html.read_text()
+    assert text.count("<img") >= 8 and "Disabled sections" in text
+    assert "NaN" not in (tmp_path / "out" / "diagnostics.json").read_text()
+
+
+def test_report_is_reproducible_given_the_seed(tmp_path):
+    path = write(tmp_path / "r.jsonl", make_samples("base", [0], seed=0, full=False) + make_samples("rl", [3], seed=1, full=False))
+    _, a = run_diagnose(tmp_path, [path], "a", seed=3)
+    b = report_of([path], seed=3)
+    c = report_of([path], seed=4)
+    assert a == b
+    assert a["sections"]["passk"]["curves"] != c["sections"]["passk"]["curves"]
+
+
+def test_missing_optional_fields_disable_only_their_sections(tmp_path):
+    path = write(tmp_path / "r.jsonl", make_samples("base", [0], seed=0, full=False) + make_samples("rl", [3], seed=1, full=False))
+    report = report_of([path])
+    disabled = report["disabled"]
+    assert "logprobs" in disabled["mechanism"] and "entropies" in disabled["discriminator"]
+    assert "policy_logprobs" in disabled["clipping"] and "'er'" in disabled["rank"]
+    assert "rewards" in disabled["preference"]
+    for kept in ("passk", "support", "answer_entropy", "bon", "starc"):
+        assert kept in report["sections"]
+    assert any("entropies" in n for n in report["sections"]["entropy_steps"]["notes"])
+
+
+def test_single_run_skips_comparisons_and_says_so(tmp_path):
+    path = write(tmp_path / "r.jsonl", make_samples("only", [0, 1], seed=0))
+    html, report = run_diagnose(tmp_path, [path])
+    assert report["inputs"]["base"] is None
+    assert "single model" in report["sections"]["passk"]["crossover_skipped"]
+    assert "single model" in report["sections"]["support"]["comparisons_skipped"]
+    assert "no base model" in report["disabled"]["bon"]
+    assert "comparisons skipped" in html.read_text()
+
+
+def eval_json(label, correct):
+    prompts = [{"id": f"p{i}", "text": "t", "n": 4, "correct": c,
+                "answers": {"a": c, "w": 4 - c} if c < 4 else {"a": 4},
+                "correct_answers": {"a": c} if c else {}, "solutions": ["a", "b"], "token_entropy": 0.5,
+                "len_mean": 5.0, "greedy": None} for i, c in enumerate(correct)]
+    return {"label": label, "model": "m", "task": {}, "split": "test", "n_samples": 4, "temperature": 1.0,
+            "ks": [1, 2, 4], "summary": {}, "prompts": prompts}
+
+
+def test_eval_jsons_from_a_run_directory(tmp_path):
+    run = tmp_path / "run1"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "base.json").write_text(json.dumps(eval_json("base", [0, 1, 2, 4])))
+    (run / "eval" / "final.json").write_text(json.dumps(eval_json("final", [0, 4, 4, 4])))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "policy/entropy": 1.0 / (1 + s), "reward/mean": 0.1 * s}) + "\n"
+                                               for s in range(6)))
+    report = report_of([run])
+    s = report["sections"]
+    assert s["passk"]["curves"]["base"]["pass_at_k"][0] == pytest.approx(7 / 16)
+    assert s["support"]["comparisons"]["final"]["problem_level"] == {
+        "preserved": 3, "expanded": 0, "shrunk": 0, "out_of_support": 1, "srr": 1.0, "ndr": 0.0, "sds": 0.0, "nscr": 0.0}
+    assert "run1 (metrics.jsonl)" in s["law"]["runs"]
+    assert "eval JSONs carry no per-sample rewards" in report["disabled"]["starc"]
+
+
+def test_policy_cliff_from_two_perturbed_runs(tmp_path):
+    recs = make_samples("r0", [5], seed=2, full=False, delta=0.0) + make_samples("r1", [5], seed=3, full=False, delta=0.05)
+    report = report_of([write(tmp_path / "r.jsonl", recs)], base="r0")
+    cliff = report["sections"]["cliff"]["runs"]["r1"]
+    assert cliff["delta"] == 0.05 and cliff["tv_per_delta"] == pytest.approx(cliff["tv_mean"] / 0.05)
+
+
+def test_malformed_line_fails_with_its_number(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(make_samples("base", [0], seed=0, n=1, prompts=1)[0]) + "\n{\"prompt_id\": 1,\n")
+    with pytest.raises(RolloutFormatError, match=r"r\.jsonl:2:"):
+        diagnose([path], tmp_path / "out")
+    with pytest.raises(ValueError, match="base model 'nope' is not among"):
+        diagnose([write(tmp_path / "ok.jsonl", make_samples("a", [0], seed=0, full=False))], tmp_path / "o", base="nope")
