@@ -69,6 +69,7 @@ def test_full_report_has_every_section_and_plots(tmp_path):
     assert s["bon"]["trained"]["grpo"]["sequence_kl_mean"] > 0
     text = html.read_text()
     assert text.count("<img") >= 8 and "Disabled sections" in text
+    assert "<td>pass@1</td>" in text and "STARC distance" in text and "ceiling b − a" in text
     assert "NaN" not in (tmp_path / "out" / "diagnostics.json").read_text()
 
 
@@ -142,3 +143,21 @@ def test_malformed_line_fails_with_its_number(tmp_path):
         diagnose([path], tmp_path / "out")
     with pytest.raises(ValueError, match="base model 'nope' is not among"):
         diagnose([write(tmp_path / "ok.jsonl", make_samples("a", [0], seed=0, full=False))], tmp_path / "o", base="nope")
+
+
+def test_policy_cliff_from_eval_jsons(tmp_path):
+    """p0: reference answers {a: 4}, perturbed {b: 4} (both correct) -> TV 1; p1 identical -> TV 0.
+
+    Mean TV ½, per unit δ = 0.1: 5. Near-optimal sets under the reference's correctness rewards:
+    p0 {a} (size 1), p1 {a: 1, w: 0} (size 1) -> mean 1.
+    """
+    def ev(label, delta, p0):
+        return {"label": label, "reward_delta": delta, "prompts": [
+            {"id": "p0", "n": 4, "correct": 4, "answers": {p0: 4}, "correct_answers": {p0: 4}},
+            {"id": "p1", "n": 4, "correct": 2, "answers": {"a": 2, "w": 2}, "correct_answers": {"a": 2}}]}
+    (tmp_path / "ref.json").write_text(json.dumps(ev("ref", 0.0, "a")))
+    (tmp_path / "pert.json").write_text(json.dumps(ev("pert", 0.1, "b")))
+    cliff = report_of([tmp_path / "ref.json", tmp_path / "pert.json"])["sections"]["cliff"]
+    assert cliff["reference"] == "ref"
+    assert cliff["runs"]["pert"] == {"delta": 0.1, "num_prompts": 2, "tv_mean": 0.5, "tv_max": 1.0,
+                                     "tv_per_delta": pytest.approx(5.0), "near_optimal_size_mean": 1.0}

@@ -113,3 +113,29 @@ def test_unknown_input_kind_and_missing_path(tmp_path):
         load_dataset([tmp_path / "x.txt"])
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_dataset([tmp_path / "nope.jsonl"])
+
+
+def test_reads_what_evaluation_writes_and_agrees_with_its_summary(tmp_path):
+    """An eval JSON made by entrolab.evaluation (prompt_record + summarize + write_eval) loads, and
+    the diagnostics' answer / token entropy equal the evaluation summary's."""
+    import torch
+
+    from entrolab.diagnostics.sections_models import answer_entropy_section
+    from entrolab.evaluation import prompt_record, summarize, write_eval
+    from entrolab.types import Prompt, Verdict
+
+    verdicts = [[Verdict(1.0, True, "a", "ok"), Verdict(0.0, False, None, "no_answer"), Verdict(1.0, True, "b", "ok")],
+                [Verdict(0.0, False, "w", "wrong_value")] * 3]
+    masks = [torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool), torch.ones(3, 3, dtype=torch.bool)]
+    ents = [torch.arange(9.0).reshape(3, 3), torch.full((3, 3), 0.5)]
+    records = [prompt_record(Prompt(f"p{i}", "t"), v, mask_GT=m, entropy_GT=e, solutions=["a", "b"])
+               for i, (v, m, e) in enumerate(zip(verdicts, masks, ents))]
+    result = {"label": "final", "model": "m", "task": {}, "split": "test", "n_samples": 3, "temperature": 1.0,
+              "ks": [1, 2, 3], "summary": summarize(records, ks=[1, 2, 3]), "prompts": records}
+    data = load_dataset([write_eval(result, tmp_path / "run" / "eval" / "final.json")])
+    g = data.models[("final", 0)].groups["p0"]
+    assert (g.n, g.c, g.solutions) == (3, 2, ("a", "b"))
+    ours = answer_entropy_section(data)[0]["models"]["final"]
+    assert ours["answer_entropy"] == pytest.approx(result["summary"]["answer_entropy"])
+    assert ours["token_entropy"] == pytest.approx(result["summary"]["token_entropy"])
+    assert ours["zero_correct_prompts"] == 1

@@ -108,18 +108,12 @@ def _tokenizer_without(pad: bool, eos: bool) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, **kw)
 
 
-def test_prepare_tokenizer_fills_pad_and_eos():
+def test_prepare_tokenizer_fills_pad_and_eos(tok):
     t = prepare_tokenizer(_tokenizer_without(pad=False, eos=True))
     assert t.pad_token_id == t.eos_token_id == 2 and t.padding_side == "left"
-
-    class _Cfg:  # a model whose config names EOS id 2 (like GPT-2 checkpoints)
-        eos_token_id = [2]
-
-    class _Model:
-        config = _Cfg()
-
-    t = prepare_tokenizer(_tokenizer_without(pad=True, eos=False), _Model())
-    assert t.eos_token_id == 2
+    model = build_tiny_model("tiny", tok, seed=0)  # its config and generation config name EOS id 2
+    t = prepare_tokenizer(_tokenizer_without(pad=True, eos=False), model)
+    assert t.eos_token_id == 2 and t.eos_token == "<eos>"
     with pytest.raises(ConfigError, match="no EOS token"):
         prepare_tokenizer(_tokenizer_without(pad=True, eos=False))
 

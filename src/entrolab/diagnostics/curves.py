@@ -55,16 +55,19 @@ def passk_curves(
     return out
 
 
-def crossover_k(ks: Sequence[int], base: Sequence[float], trained: Sequence[float]) -> dict[str, Any]:
+def crossover_k(ks: Sequence[int], base: Sequence[float], trained: Sequence[float], *, tol: float = 1e-12) -> dict[str, Any]:
     """The smallest budget k at which the base model's pass@k reaches the trained model's.
 
     Returns a dict with ``status``:
-    * ``"crosses"``: trained is above base at the first k and base ≥ trained at some later k.
-      ``k`` is the first grid point where base ≥ trained and ``k_interp`` the crossing of
-      (trained − base) interpolated linearly in log2 k between the two grid points around it;
+    * ``"crosses"``: trained is above base at the first k, and base ends up strictly above it;
+    * ``"meets"``: trained is above base at the first k, and base only ties it later (typically
+      both saturate at 1: no evidence either way about the support);
     * ``"trained_never_above"``: base ≥ trained already at the first k (no crossover to find);
     * ``"no_crossover"``: trained stays above base over the whole grid (``gap_at_kmax`` says by
       how much at the largest k).
+    For ``crosses`` / ``meets``, ``k`` is the first grid point where base ≥ trained (within
+    ``tol``) and ``k_interp`` the zero of (trained − base) interpolated linearly in log2 k between
+    that grid point and the previous one.
 
     Args:
         ks: increasing budgets; base / trained: pass@k at those budgets.
@@ -74,11 +77,12 @@ def crossover_k(ks: Sequence[int], base: Sequence[float], trained: Sequence[floa
     if any(b <= a for a, b in zip(ks, ks[1:])):
         raise ValueError("ks must be strictly increasing")
     gap = [t - b for t, b in zip(trained, base)]
-    if gap[0] <= 0:
+    if gap[0] <= tol:
         return {"status": "trained_never_above", "k": None, "k_interp": None}
     for i in range(1, len(ks)):
-        if gap[i] <= 0:
+        if gap[i] <= tol:
             x0, x1 = math.log2(ks[i - 1]), math.log2(ks[i])
-            frac = gap[i - 1] / (gap[i - 1] - gap[i])
-            return {"status": "crosses", "k": int(ks[i]), "k_interp": 2 ** (x0 + frac * (x1 - x0))}
+            frac = gap[i - 1] / (gap[i - 1] - min(gap[i], 0.0))
+            status = "crosses" if any(g < -tol for g in gap[i:]) else "meets"
+            return {"status": status, "k": int(ks[i]), "k_interp": 2 ** (x0 + frac * (x1 - x0))}
     return {"status": "no_crossover", "k": None, "k_interp": None, "gap_at_kmax": gap[-1]}

@@ -18,6 +18,7 @@ from entrolab.diagnostics import sections_models as sm
 from entrolab.diagnostics import sections_rewards as sr
 from entrolab.diagnostics import sections_steps as ss
 from entrolab.diagnostics.inputs import Dataset, load_dataset
+from entrolab.diagnostics.tables import section_tables
 from entrolab.report.html import Page
 
 #: Section name → (title, one-line description) in report order.
@@ -165,7 +166,14 @@ def write_page(report: dict, out_dir: Path) -> Path:
         result = report["sections"][name]
         for png in _figures(name, result, out_dir / "figures"):
             page.image(png, alt=f"{title} plot")
-        page.pre(json.dumps(_brief(result), indent=1)[:6000])
+        tables = section_tables(name, result)
+        for header, rows in tables or []:
+            page.table(rows, header=header)
+        for key in ("note", "warning", "crossover_skipped", "comparisons_skipped", "trained_skipped"):
+            if result.get(key):
+                page.para(str(result[key]), muted=True)
+        if tables is None:
+            page.pre(json.dumps(_brief(result), indent=1)[:6000])
     page.h2("Disabled sections")
     page.table([[k, v] for k, v in report["disabled"].items()] or [["(none)", ""]], header=["section", "why"])
     return page.write(out_dir / "index.html")

@@ -49,6 +49,7 @@ class ModelData:
     step: int
     source: str  # "rollouts" or "eval"
     groups: dict[str, PromptGroup] = field(default_factory=dict)
+    reward_delta: float | None = None  # eval JSONs: optional top-level "reward_delta" (policy cliff)
 
     @property
     def samples(self) -> list[Sample]:
@@ -100,6 +101,8 @@ def group_samples(samples: list[Sample], dataset: Dataset | None = None) -> Data
             g.difficulty = s.difficulty
         g.samples.append(s)
     for model in data.models.values():
+        if model.source != "rollouts":
+            continue  # eval JSONs carry their own per-prompt token entropy
         for g in model.groups.values():
             ent = [e for s in g.samples if s.entropies is not None for e in s.entropies]
             g.token_entropy = sum(ent) / len(ent) if ent else None
@@ -127,6 +130,11 @@ def read_eval_json(path: Path | str) -> ModelData:
     label = str(obj["label"])
     m = _STEP_LABEL.search(label)
     model = ModelData(run=label, step=int(m.group(1)) if m else 0, source="eval")
+    delta = obj.get("reward_delta")
+    if delta is not None:
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
+            raise RolloutFormatError(f"{path}: 'reward_delta' must be a finite number, got {delta!r}")
+        model.reward_delta = float(delta)
     for i, p in enumerate(obj["prompts"]):
         where = f"{path}: prompts[{i}]"
         try:

@@ -22,7 +22,7 @@ def effective_rank(hidden_TD: torch.Tensor) -> float:
 
     Args:
         hidden_TD: [T, D] hidden states of one response's tokens.
-    Returns: ER in [1, min(T, D)] (1.0 for a rank-≤1 centred matrix, e.g. T = 1 or all rows equal).
+    Returns: ER in [1, min(T − 1, D)] (1.0 when all rows are equal, e.g. T = 1).
     """
     if hidden_TD.dim() != 2 or hidden_TD.shape[0] == 0:
         raise ValueError(f"hidden_TD must be a non-empty [T, D] matrix, got shape {tuple(hidden_TD.shape)}")

@@ -103,13 +103,7 @@ def _number(value: Any, key: str) -> float:
 def _number_list(value: Any, key: str) -> tuple[float, ...]:
     if not isinstance(value, list):
         raise ValueError(f"'{key}' must be a list of numbers, got {type(value).__name__}")
-    out = []
-    for i, v in enumerate(value):
-        try:
-            out.append(_number(v, f"{key}[{i}]"))
-        except ValueError as err:
-            raise ValueError(str(err)) from None
-    return tuple(out)
+    return tuple(_number(v, f"{key}[{i}]") for i, v in enumerate(value))
 
 
 def _label(value: Any, key: str) -> str:

@@ -131,6 +131,19 @@ def _rewards_of(g: PromptGroup) -> list[float]:
     return [s.reward for s in g.samples] if g.samples else [1.0] * g.c + [0.0] * (g.n - g.c)
 
 
+def _answer_kl(q: PromptGroup, p: PromptGroup) -> float:
+    """Plug-in KL(q ‖ p) between two models' empirical answer distributions on one prompt (inf when q
+    gives an answer p never sampled). By data processing it lower-bounds the sequence-level KL."""
+    total = 0.0
+    for a, c in q.answer_counts.items():
+        if c <= 0:
+            continue
+        if p.answer_counts.get(a, 0) <= 0:
+            return math.inf
+        total += c / q.n * math.log((c / q.n) / (p.answer_counts[a] / p.n))
+    return total
+
+
 def bon_section(data: Dataset, base: str | None) -> Result:
     """Best-of-N vs the KL-optimal tilt, from the base model's samples, next to the RL models."""
     models = finals(data)
@@ -145,14 +158,15 @@ def bon_section(data: Dataset, base: str | None) -> Result:
             # Plug-in: the base's empirical sample distribution is the reference p (uniform over its
             # samples), so BoN's KL and reward and the tilt's are exact under one distribution and
             # directly comparable (with 0/1 rewards the two coincide: BoN is then itself a tilt).
-            r = torch.tensor(_rewards_of(g), dtype=torch.float64)
+            rewards = _rewards_of(g)
+            r = torch.tensor(rewards, dtype=torch.float64)
             p = torch.full_like(r, 1.0 / r.numel())
             q = bon_distribution(p, r, N)
             kl = kl_divergence(q, p)
             exact.append(kl)
             bon_r.append(float((q * r).sum()))
-            unbiased.append(bon_expected_reward(_rewards_of(g), N))
-            t = tilted_at_kl(_rewards_of(g), kl)
+            unbiased.append(bon_expected_reward(rewards, N))
+            t = tilted_at_kl(rewards, kl)
             tilt_r.append(t["reward"])
             ess.append(t["ess"])
         rows.append({"N": N, "kl_bound": bon_kl_bound(N), "kl_exact_mean": _mean(exact), "bon_reward": _mean(bon_r),
@@ -165,18 +179,12 @@ def bon_section(data: Dataset, base: str | None) -> Result:
         if label == base:
             continue
         ids = _common([ref, m])
-        kls, inf = [], 0
-        for pid in ids:
-            q = m.groups[pid].answer_counts
-            p = ref.groups[pid].answer_counts
-            if any(a not in p for a in q):
-                inf += 1
-                continue
-            kls.append(sum(c / m.groups[pid].n * math.log((c / m.groups[pid].n) / (p[a] / ref.groups[pid].n)) for a, c in q.items() if c))
+        kls = [_answer_kl(m.groups[pid], ref.groups[pid]) for pid in ids]
+        inf = sum(1 for k in kls if math.isinf(k))
         seq = [sum(s.logprobs) - sum(s.ref_logprobs) for s in m.samples if s.logprobs and s.ref_logprobs]
         out["trained"][label] = {
             "reward_mean": _mean([sum(_rewards_of(m.groups[p])) / m.groups[p].n for p in ids]),
-            "answer_kl_mean": _mean(kls), "answer_kl_infinite_prompts": inf,
+            "answer_kl_mean": _mean([k for k in kls if not math.isinf(k)]), "answer_kl_infinite_prompts": inf,
             "sequence_kl_mean": _mean(seq), "num_prompts": len(ids),
         }
     return out, None
@@ -187,6 +195,8 @@ def cliff_section(data: Dataset, *, tol: float = 1e-6) -> Result:
     deltas: dict[str, float] = {}
     for label, m in finals(data).items():
         vals = {s.reward_delta for s in m.samples if s.reward_delta is not None}
+        if m.reward_delta is not None:
+            vals.add(m.reward_delta)
         if len(vals) > 1:
             return None, f"run '{label}' has several 'reward_delta' values {sorted(vals)}"
         if vals:
@@ -197,7 +207,10 @@ def cliff_section(data: Dataset, *, tol: float = 1e-6) -> Result:
         return None, "needs a run with 'reward_delta' = 0 and a run with 'reward_delta' = δ != 0 (same seed)"
     models = finals(data)
     ref = models[refs[0]]
-    rewards = {p: answer_rewards([(s.answer or NONE_ANSWER, s.reward) for s in g.samples]) for p, g in ref.groups.items()}
+    # Answer-level unperturbed rewards; eval JSONs (no samples) use correctness.
+    rewards = {p: answer_rewards([(s.answer or NONE_ANSWER, s.reward) for s in g.samples]
+                                 or [(a, float(a in g.correct_counts)) for a in g.answer_counts])
+               for p, g in ref.groups.items()}
     out = {"reference": refs[0], "runs": {}}
     for label, d in perturbed.items():
         ref_counts = {p: g.answer_counts for p, g in ref.groups.items()}

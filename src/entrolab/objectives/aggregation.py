@@ -84,6 +84,9 @@ def constant_norm(
 class TokenMean:
     """Token mean over the mini-batch: Σ loss·mask / num_tokens."""
 
+    def __init__(self) -> None:  # no hyperparameters: unknown recipe keys are errors
+        pass
+
     def __call__(self, loss_BT, mask_BT, *, num_tokens: int, num_seqs: int) -> torch.Tensor:
         return token_mean(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
 
@@ -96,6 +99,9 @@ class TokenMean:
 class SeqMeanTokenMean:
     """Per-sequence token mean, averaged over the mini-batch's sequences (original GRPO)."""
 
+    def __init__(self) -> None:  # no hyperparameters: unknown recipe keys are errors
+        pass
+
     def __call__(self, loss_BT, mask_BT, *, num_tokens: int, num_seqs: int) -> torch.Tensor:
         return seq_mean_token_mean(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
 
@@ -103,6 +109,9 @@ class SeqMeanTokenMean:
 @AGGREGATIONS.register("seq_mean_token_sum", paper="baseline")
 class SeqMeanTokenSum:
     """Per-sequence token sum, averaged over the mini-batch's sequences."""
+
+    def __init__(self) -> None:  # no hyperparameters: unknown recipe keys are errors
+        pass
 
     def __call__(self, loss_BT, mask_BT, *, num_tokens: int, num_seqs: int) -> torch.Tensor:
         return seq_mean_token_sum(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)

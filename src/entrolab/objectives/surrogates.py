@@ -125,6 +125,9 @@ def check_clip(eps_low: float, eps_high: float, dual_clip_c: float | None) -> No
 class Reinforce:
     """REINFORCE: loss −A·log π_θ per token (no ratio, no clipping)."""
 
+    def __init__(self) -> None:  # no hyperparameters: unknown recipe keys are errors
+        pass
+
     def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
         logp_BT, old_logp_BT, adv_BT, mask_BT = unpack(inp)
         loss_BT = zero_invalid(reinforce_loss(logp_BT, adv_BT), mask_BT)
