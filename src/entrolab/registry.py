@@ -63,6 +63,8 @@ class Entry:
 
 def _factory_params(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else factory
+    if target is object.__init__:  # a class without a constructor takes no hyperparameters
+        return {}
     sig = inspect.signature(target)
     out: dict[str, Any] = {}
     for p in sig.parameters.values():

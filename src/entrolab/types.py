@@ -163,7 +163,8 @@ class RolloutBatch:
 class PolicyInputs:
     """What surrogates, token weights and regularizers see for one micro-batch.
 
-    ``logp_BT`` and ``entropy_BT`` carry gradient; everything else is detached. Statistics a
+    ``logp_BT``, ``entropy_BT`` and (when requested) ``logits_BTV`` carry gradient; everything
+    else is detached. Statistics a
     component computes over "the batch" are over this micro-batch unless its docstring says
     otherwise (the trainer's default micro-batch is the whole mini-batch).
     """

@@ -125,7 +125,11 @@ def test_eval_jsons_from_a_run_directory(tmp_path):
     assert s["passk"]["curves"]["base"]["pass_at_k"][0] == pytest.approx(7 / 16)
     assert s["support"]["comparisons"]["final"]["problem_level"] == {
         "preserved": 3, "expanded": 0, "shrunk": 0, "out_of_support": 1, "srr": 1.0, "ndr": 0.0, "sds": 0.0, "nscr": 0.0}
-    assert "run1 (metrics.jsonl)" in s["law"]["runs"]
+    # Answer-level KL(final ‖ base): p1 log(1/(1/4)) = log 4, p2 log 2, p0 and p3 0 -> mean ¾ log 2.
+    assert s["bon"]["trained"]["final"]["answer_kl_mean"] == pytest.approx(0.75 * math.log(2))
+    assert s["bon"]["trained"]["final"]["answer_kl_infinite_prompts"] == 0
+    law = s["law"]["runs"]["run1 (metrics.jsonl, train)"]
+    assert law["steps"] == [0, 1, 2, 3, 4, 5] and law["fit"]["n_fit"] == 3
     assert "eval JSONs carry no per-sample rewards" in report["disabled"]["starc"]
 
 

@@ -111,3 +111,19 @@ def test_effective_rank_dynamics_against_direct_loop():
 def test_rank_over_run():
     rows = rank_over_run([0, 1, 2], [[1.0, 3.0], [], [2.0, float("nan")]])
     assert rows == [{"step": 0, "mean": 2.0, "std": 1.0, "count": 2}, {"step": 2, "mean": 2.0, "std": 0.0, "count": 1}]
+
+
+def test_law_section_prefers_eval_accuracy_from_metrics():
+    """Training lines carry policy/entropy; eval lines at the same steps carry eval/mean@n, which
+    follows R = −0.1·exp(H) + 0.8 exactly, so the fit recovers a = 0.1, b = 0.8."""
+    from entrolab.diagnostics.inputs import Dataset
+    from entrolab.diagnostics.sections_steps import law_section
+
+    H = [1.2, 1.0, 0.8, 0.6, 0.5]
+    rows = [{"step": s, "policy/entropy": h, "reward/mean": 0.0} for s, h in enumerate(H)]
+    rows += [{"step": s, "eval/mean@n": -0.1 * math.exp(h) + 0.8} for s, h in enumerate(H)]
+    result, reason = law_section(Dataset(metrics={"run": rows}))
+    assert reason is None
+    fit = result["runs"]["run (metrics.jsonl, eval)"]["fit"]
+    assert (fit["a"], fit["b"], fit["ceiling"]) == pytest.approx((0.1, 0.8, 0.7))
+    assert law_section(Dataset())[0] is None

@@ -25,8 +25,11 @@ REG = {"surrogate": SURROGATES, "weight": TOKEN_WEIGHTS, "regularizer": REGULARI
 #: lengths: a full row, an empty row, a single-token row, a middle one
 LENGTHS = [5, 0, 1, 3]
 
+#: CUDA is exercised when present (generators and index tensors must follow the device).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-def policy_batch(lengths, *, adv_scale=1.0, off_policy=0.3, seed=0, V=7):
+
+def policy_batch(lengths, *, adv_scale=1.0, off_policy=0.3, seed=0, V=7, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     B, T = len(lengths), max(max(lengths), 1)
     logits = (torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
@@ -38,10 +41,16 @@ def policy_batch(lengths, *, adv_scale=1.0, off_policy=0.3, seed=0, V=7):
     old = logp.detach() + off_policy * torch.randn(B, T, generator=g, dtype=torch.float64)
     ref = logp.detach() + 0.5 * torch.randn(B, T, generator=g, dtype=torch.float64)
     adv = adv_scale * torch.randn(B, generator=g, dtype=torch.float64)
+    if device != "cpu":  # move the leaf itself so its .grad lives on the device
+        logits = logits.detach().to(device).requires_grad_(True)
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, ids.to(device)[..., None]).squeeze(-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1)
     inp = PolicyInputs(
-        logp_BT=logp, old_logp_BT=old, adv_BT=adv[:, None].expand(B, T).clone(), mask_BT=mask, entropy_BT=ent,
-        rewards_B=torch.zeros(B, dtype=torch.float64), group_id_B=torch.arange(B) // 2, ref_logp_BT=ref,
-        logits_BTV=logits, step=3, generator=torch.Generator().manual_seed(seed),
+        logp_BT=logp, old_logp_BT=old.to(device), adv_BT=adv[:, None].expand(B, T).clone().to(device),
+        mask_BT=mask.to(device), entropy_BT=ent, rewards_B=torch.zeros(B, dtype=torch.float64, device=device),
+        group_id_B=(torch.arange(B) // 2).to(device), ref_logp_BT=ref.to(device),
+        logits_BTV=logits, step=3, generator=torch.Generator(device=device).manual_seed(seed),
     )
     return inp, logits
 
@@ -57,9 +66,10 @@ def run(kind, name, inp):
     return comp, out, metrics
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind,name", ENTRIES)
-def test_shapes_metrics_and_masked_gradient(kind, name):
-    inp, logits = policy_batch(LENGTHS)
+def test_shapes_metrics_and_masked_gradient(kind, name, device):
+    inp, logits = policy_batch(LENGTHS, device=device)
     _, out, metrics = run(kind, name, inp)
     assert out.shape == inp.mask_BT.shape
     assert torch.isfinite(out).all()
@@ -86,10 +96,11 @@ def test_zero_advantages_all_equal_rewards(kind, name):
         assert torch.allclose(logits.grad, torch.zeros_like(logits.grad))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind,name", ENTRIES)
 @pytest.mark.parametrize("lengths", [[0, 0], [1], [1, 1, 0]])
-def test_empty_and_single_token_responses(kind, name, lengths):
-    inp, logits = policy_batch(lengths, seed=1)
+def test_empty_and_single_token_responses(kind, name, lengths, device):
+    inp, logits = policy_batch(lengths, seed=1, device=device)
     _, out, metrics = run(kind, name, inp)
     assert torch.isfinite(out).all()
     assert all(type(v) is float and v == v for v in metrics.values()), metrics

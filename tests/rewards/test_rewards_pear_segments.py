@@ -52,3 +52,20 @@ def test_pear_hand_values(make_batch):
     out, _ = SHAPERS.build("pear", {"floor": 0.0})(b.rewards_B, b, MarkerTask())
     assert out.tolist() == pytest.approx([0.0, 0.0, 0.0])
     assert pear_penalty(torch.tensor([1.0]), torch.tensor([3.0]), alpha=0.5).tolist() == [0.0]
+
+
+def test_attach_char_ends_handles_special_tokens(make_batch, tiny_lm):
+    """A completion 'ab<unk>#c' + EOS decodes (specials skipped) to 'ab#c': the <unk> token has an
+    empty span, so the marker is token 3, not the proportional guess."""
+    from entrolab.rewards.segments import attach_char_ends
+
+    _, tok = tiny_lm
+    ids = tok("ab", add_special_tokens=False)["input_ids"] + [tok.unk_token_id] + \
+        tok("#c", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    b = make_batch([1.0], [0], lengths=[6], T=6, texts=["ab#c"])
+    b.completion_ids_BT = torch.tensor([ids])
+    assert not token_char_ends(b, 0)[1]
+    attach_char_ends(b, tok)
+    assert b.extras["char_ends"] == [[1, 2, 2, 3, 4]]
+    p = phase_ranges(b, 0, "#")
+    assert (p.think, p.marker, p.answer) == (range(0, 3), range(3, 4), range(4, 5))

@@ -96,27 +96,45 @@ def bon_expected_reward(rewards: Sequence[float], n: int) -> float:
     return acc
 
 
+def _levels(rewards: Sequence[float]) -> tuple[list[float], list[int]]:
+    """Distinct reward values (ascending) and their sample counts: the tilt only depends on these."""
+    counts: dict[float, int] = {}
+    for x in rewards:
+        counts[float(x)] = counts.get(float(x), 0) + 1
+    if not counts:
+        raise ValueError("the tilt needs at least one sample")
+    values = sorted(counts)
+    return values, [counts[v] for v in values]
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _tilt(values: list[float], counts: list[int], lam: float) -> dict[str, float]:
+    # Plain floats: a handful of levels, evaluated ~50 times per bisection (tensor overhead dominates).
+    n = sum(counts)
+    if math.isinf(lam):
+        return {"reward": values[-1], "kl": -math.log(counts[-1] / n), "ess": float(counts[-1])}
+    logw = [lam * v + math.log(c) for v, c in zip(values, counts)]  # one weight per level × multiplicity
+    log_z = _logsumexp(logw)
+    reward = sum(math.exp(lw - log_z) * v for lw, v in zip(logw, values))
+    # Per-sample ESS (Σ_i w_i)² / Σ_i w_i²: a level of c samples adds c·e^{2λr} to Σw².
+    ess = math.exp(2 * log_z - _logsumexp([2 * lam * v + math.log(c) for v, c in zip(values, counts)]))
+    return {"reward": reward, "kl": max(0.0, lam * reward - (log_z - math.log(n))), "ess": ess}
+
+
 def tilted_estimates(rewards: Sequence[float], lam: float) -> dict[str, float]:
     """Self-normalised IS estimates for the tilt φ_λ ∝ p·e^{λr} from samples of p.
 
     Returns ``reward`` (Σ r_i w_i / Σ w_i with w_i = e^{λ r_i}), ``kl`` (λ·reward − log mean w)
     and ``ess`` ((Σw)²/Σw², between 1 and the sample count). λ = inf is the limit: all weight on
-    the maximal reward.
+    the maximal reward. Computed over the distinct reward levels, so it is cheap for verifier rewards.
     """
     if lam < 0:
         raise ValueError(f"lambda must be >= 0, got {lam}")
-    r = torch.tensor([float(x) for x in rewards], dtype=torch.float64)
-    if r.numel() == 0:
-        raise ValueError("tilted_estimates needs at least one sample")
-    if math.isinf(lam):
-        top = r == r.max()
-        frac = float(top.double().mean())
-        return {"reward": float(r.max()), "kl": -math.log(frac), "ess": float(top.sum())}
-    logw = lam * r
-    w = torch.softmax(logw, 0)
-    reward = float((w * r).sum())
-    log_mean_w = float(torch.logsumexp(logw, 0)) - math.log(r.numel())
-    return {"reward": reward, "kl": max(0.0, lam * reward - log_mean_w), "ess": float(1.0 / (w * w).sum())}
+    return _tilt(*_levels(rewards), lam)
 
 
 def tilted_at_kl(rewards: Sequence[float], kl: float, *, tol: float = 1e-9, max_iter: int = 200) -> dict[str, float]:
@@ -127,18 +145,19 @@ def tilted_at_kl(rewards: Sequence[float], kl: float, *, tol: float = 1e-9, max_
     """
     if kl < 0:
         raise ValueError(f"kl must be >= 0, got {kl}")
-    cap = tilted_estimates(rewards, math.inf)
+    values, counts = _levels(rewards)
+    cap = _tilt(values, counts, math.inf)
     if kl >= cap["kl"] - tol:
         return {**cap, "lambda": math.inf, "capped": 1.0}
     lo, hi = 0.0, 1.0
-    while tilted_estimates(rewards, hi)["kl"] < kl:
+    while _tilt(values, counts, hi)["kl"] < kl:
         hi *= 2.0
     for _ in range(max_iter):
         mid = 0.5 * (lo + hi)
-        if tilted_estimates(rewards, mid)["kl"] < kl:
+        if _tilt(values, counts, mid)["kl"] < kl:
             lo = mid
         else:
             hi = mid
         if hi - lo < tol * max(1.0, hi):
             break
-    return {**tilted_estimates(rewards, hi), "lambda": hi, "capped": 0.0}
+    return {**_tilt(values, counts, hi), "lambda": hi, "capped": 0.0}

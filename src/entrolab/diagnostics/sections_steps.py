@@ -145,10 +145,13 @@ def law_section(data: Dataset, *, fit_frac: float = 0.5) -> Result:
             out[run] = _law(pts, "accuracy of the run's samples", fit_frac)
     for run, rows in data.metrics.items():
         H = {r["step"]: r["policy/entropy"] for r in rows if isinstance(r.get("policy/entropy"), (int, float))}
-        R = {r["step"]: r["reward/mean"] for r in rows if isinstance(r.get("reward/mean"), (int, float))}
-        pts = [(s, H[s], R[s]) for s in sorted(set(H) & set(R))]
-        if len(pts) >= 4:
-            out[f"{run} (metrics.jsonl)"] = _law(pts, "training reward/mean vs policy/entropy", fit_frac)
+        # The paper fits validation accuracy; the training reward is the fallback with few evals.
+        for key, tag in (("eval/mean@n", "eval"), ("reward/mean", "train")):
+            R = {r["step"]: r[key] for r in rows if isinstance(r.get(key), (int, float))}
+            pts = [(s, H[s], R[s]) for s in sorted(set(H) & set(R))]
+            if len(pts) >= 4:
+                out[f"{run} (metrics.jsonl, {tag})"] = _law(pts, f"{key} vs policy/entropy", fit_frac)
+                break
     if not out:
         return None, "needs token entropy and accuracy at >= 4 steps of a run (rollouts with 'entropies', or metrics.jsonl)"
     return {"runs": out}, None

@@ -86,7 +86,9 @@ def select_tokens(
     n = min(k, int(flat_idx.numel()))
     if n > 0:
         if selection == "random":
-            perm = torch.randperm(int(flat_idx.numel()), generator=generator)
+            # draw on the generator's device (the trainer's generator lives on the training device)
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            perm = torch.randperm(int(flat_idx.numel()), generator=generator, device=gen_device)
             pick = flat_idx[perm[:n].to(flat_idx.device)]
         elif selection == "topk":
             order = torch.sort(cov_BT.flatten()[flat_idx].float().cpu(), descending=True, stable=True).indices

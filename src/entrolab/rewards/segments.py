@@ -5,8 +5,8 @@ tokens (``completion_ids_BT`` / ``mask_BT``, with EOS when ``stop_reasons[i] == 
 a character position (where the answer marker is, where a step ends) into token positions we need
 the character span of every token:
 
-* ``batch.extras["char_ends"]`` — if a sampler or user provides it, a list (one per sequence) of
-  the end offset in the text of each non-EOS token — it is used as is;
+* ``batch.extras["char_ends"]`` — if provided (``attach_char_ends(batch, tokenizer)`` computes it
+  exactly), a list (one per sequence) of the end offset in the text of each non-EOS token;
 * otherwise, when the number of non-EOS tokens equals the number of characters (the testbed's
   char-level tokenizer), token t covers character t exactly;
 * otherwise the mapping is proportional (token t ends at ``round((t+1)·len(text)/n)``), an
@@ -48,6 +48,34 @@ def char_span_to_tokens(ends: list[int], start: int, stop: int) -> range:
     lo = next((t for t, e in enumerate(ends) if e > start), len(ends))
     hi = next((t for t, e in enumerate(ends) if e >= stop), len(ends) - 1) + 1 if stop > start else lo
     return range(lo, max(lo, hi))
+
+
+def char_ends_from_ids(tokenizer, ids: list[int]) -> list[int]:
+    """Exact end offsets of each token in ``tokenizer.decode(ids, skip_special_tokens=True)``.
+
+    Decodes every prefix (O(n²) characters: fine for short completions); special tokens get an
+    empty span. Offsets are made non-decreasing (a BPE prefix can end inside a multi-byte character).
+    """
+    ends, best = [], 0
+    for t in range(len(ids)):
+        best = max(best, len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True)))
+        ends.append(best)
+    return ends
+
+
+def attach_char_ends(batch: RolloutBatch, tokenizer) -> None:
+    """Store exact token→character offsets in ``batch.extras["char_ends"]`` (call once after sampling).
+
+    Without it, a completion that contains special tokens (dropped from ``texts`` by decoding)
+    falls back to the proportional approximation even with a char-level tokenizer.
+    """
+    out = []
+    for i in range(batch.batch_size):
+        ids = batch.completion_ids_BT[i][batch.mask_BT[i].bool()].tolist()
+        if batch.stop_reasons[i] == "eos" and ids:
+            ids = ids[:-1]
+        out.append(char_ends_from_ids(tokenizer, ids))
+    batch.extras["char_ends"] = out
 
 
 @dataclass(frozen=True)
