@@ -130,3 +130,16 @@ def test_nan_stops_run_and_keeps_last_checkpoint(tmp_path):
     ckpts = sorted(p.name for p in (rec.resolved_run_dir() / "checkpoints").iterdir())
     assert ckpts == ["step_000001", "step_000002"]  # nothing half-written, the last good one intact
     load_file(str(rec.resolved_run_dir() / "checkpoints" / "step_000002" / "model.safetensors"))
+
+
+def test_rollout_dump_feeds_diagnose(tmp_path):
+    """Rollouts dumped by the trainer are valid diagnostics input with per-token fields and phases."""
+    from entrolab.diagnostics.diagnose import diagnose
+
+    rec = recipe(tmp_path, "dump", **{"train.steps": 2, "train.dump_rollouts_every": 1})
+    run_dir = Trainer(rec, progress=False).train()
+    rows = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 16 and {r["step"] for r in rows} == {0, 1}
+    assert all(len(r["logprobs"]) == len(r["entropies"]) > 0 for r in rows)
+    html = diagnose([run_dir], tmp_path / "diag")
+    assert html.exists()

@@ -91,7 +91,7 @@ def _cmd_compare(args) -> int:
 def _cmd_diagnose(args) -> int:
     from entrolab.diagnostics.diagnose import diagnose
 
-    print(f"diagnostics: {diagnose([Path(p) for p in args.paths], Path(args.out), seed=args.seed)}")
+    print(f"diagnostics: {diagnose([Path(p) for p in args.paths], Path(args.out), seed=args.seed, base=args.base)}")
     return 0
 
 
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+")
     s.add_argument("--out", default="runs/diagnose")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--base", default=None, help="run label of the base model (default: a run named 'base')")
     s.set_defaults(fn=_cmd_diagnose)
 
     s = sub.add_parser("sweep", help="several recipes x seeds from one base model, one comparison report")

@@ -119,7 +119,7 @@ class TrainCfg(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", True, False] = "auto"
-    log_every: int = Field(1, ge=1)
+    dump_rollouts_every: int = Field(5, ge=0)  # write rollouts.jsonl for `entrolab diagnose`; 0 = never
 
 
 class EvalCfg(_Strict):

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -301,7 +302,8 @@ def run_sft(cfg: SftCfg, *, progress: Progress | bool | None = True) -> Path:
 
     import_builtins()
     task = build_one(TASKS, cfg.task, "task")
-    out = Path(cfg.out_dir.format(task=cfg.task["name"], size=cfg.size, seed=cfg.seed))
+    task_label = re.sub(r"[^\w.-]+", "_", cfg.task["name"])  # a dotted 'pkg.mod:Class' name → file-safe
+    out = Path(cfg.out_dir.format(task=task_label, size=cfg.size, seed=cfg.seed))
     return build_base_model(out, task, size=cfg.size, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                             warmup=cfg.warmup, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
                             demos_per_prompt=cfg.demos_per_prompt, seed=cfg.seed, device=cfg.device,

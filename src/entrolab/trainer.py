@@ -91,6 +91,7 @@ class Trainer:
             self._restore(latest)
         else:
             (self.run_dir / "metrics.jsonl").write_text("")
+            (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
         (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     # ------------------------------------------------------------------ setup helpers
@@ -122,10 +123,12 @@ class Trainer:
         ckpt.restore_rng(state["rng"], self.py_rng, self.generator)
         self.comps.load_state_dict(comp_state)
         self.step = int(state["step"])
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.exists():  # drop lines logged after the checkpoint, they will be redone
-            kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.step]
-            metrics.write_text("".join(ln + "\n" for ln in kept))
+        # Drop lines logged after the checkpoint; they will be redone. Metrics carry the number of
+        # steps done (≤ checkpoint step); rollouts the step index at sampling time (< it).
+        for log, limit in ((self.run_dir / "metrics.jsonl", self.step), (self.run_dir / "rollouts.jsonl", self.step - 1)):
+            if log.exists():
+                kept = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= limit]
+                log.write_text("".join(ln + "\n" for ln in kept))
 
     def _train_dtype(self) -> str:
         # Trainable weights stay fp32 under "auto" (bf16 enters through autocast on CUDA): AdamW
@@ -202,7 +205,23 @@ class Trainer:
         metrics.update({"time/step_s": dt, "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1,
                         "time/tokens_per_s": float(batch.mask_BT.sum()) / dt})
         self.comps.on_step_end(metrics)
+        every = self.recipe.train.dump_rollouts_every
+        if every and self.step % every == 0:
+            self.dump_rollouts(batch)
         return metrics
+
+    def dump_rollouts(self, batch: RolloutBatch) -> None:
+        """Append this batch to ``rollouts.jsonl`` in the diagnostics schema (docs/diagnostics.md)."""
+        from entrolab.diagnostics.from_batch import append_rollouts, batch_records
+
+        marker = self.task.answer_marker
+        split_B = None
+        if marker:  # token index where the answer phase starts (exact for char-level tokenizers)
+            split_B = [None if marker not in t else
+                       len(self.tokenizer(t[:t.index(marker)], add_special_tokens=False)["input_ids"])
+                       for t in batch.texts]
+        records = batch_records(batch, run=self.recipe.name, task=self.task, phase_split_B=split_B)
+        append_rollouts(self.run_dir / "rollouts.jsonl", records)
 
     @staticmethod
     def _batch_metrics(batch: RolloutBatch) -> dict[str, float]:
