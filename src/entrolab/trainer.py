@@ -78,6 +78,13 @@ class Trainer:
                                             device=self.device, dtype=recipe.model.dtype)
             self.ref_model.eval().requires_grad_(False)
 
+        # Components that score text with the current policy (e.g. likelihood rewards) get a scorer.
+        from entrolab.rewards.likelihood import make_logprob_scorer
+
+        for _, obj in self.comps.keyed():
+            if callable(getattr(obj, "set_scorer", None)):
+                obj.set_scorer(make_logprob_scorer(self.model, self.tokenizer, temperature=recipe.rollout.temperature))
+
         o = recipe.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
@@ -167,8 +174,13 @@ class Trainer:
                 batch.ref_logp_BT = ref.logp_BT.float()
 
     def verify(self, batch: RolloutBatch) -> None:
+        from entrolab.rewards.segments import attach_char_ends
+
         batch.verdicts = [self.task.verify(batch.prompts[int(g)], text)
                           for g, text in zip(batch.group_id_B.tolist(), batch.texts)]
+        # exact token → character offsets, so phase/step splits (PEAR, EMPG, ARES) are exact
+        batch.extras["answer_marker"] = self.task.answer_marker
+        attach_char_ends(batch, self.tokenizer)
 
     def rewards_and_advantages(self, batch: RolloutBatch) -> dict[str, float]:
         from entrolab.rewards.compose import compute_rewards

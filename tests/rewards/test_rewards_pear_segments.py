@@ -6,7 +6,6 @@ import torch
 from entrolab.registry import SHAPERS
 from entrolab.rewards.pear import pear_penalty
 from entrolab.rewards.segments import phase_ranges, token_char_ends
-from entrolab.types import Verdict
 
 
 class MarkerTask:

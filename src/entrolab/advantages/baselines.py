@@ -210,14 +210,18 @@ class ReinforcePPBaseline:
 
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         adv_BT = reinforce_pp_baseline_advantage(require_rewards(batch, "reinforce_pp_baseline"),
-                                                 batch.group_id_B.cpu(), batch.mask_BT.cpu(), whiten_eps=self.whiten_eps)
+                                                 batch.group_id_B.cpu(), batch.mask_BT.cpu(),
+                                                 whiten_eps=self.whiten_eps)
         return adv_BT, adv_metrics(adv_BT, batch.mask_BT.cpu())
 
 
 @ADVANTAGES.register("raw", paper="baseline")
 class RawReward:
-    """``A_i = r_i``: the reward itself, no baseline (plain REINFORCE; for rewards that are already
-    advantages, such as the JEPO leave-one-out form of the ``likelihood`` reward)."""
+    """Raw reward as the advantage, ``A_i = r_i`` (no baseline).
+
+    Plain REINFORCE; also for rewards that already are advantages, such as the JEPO leave-one-out
+    form of the ``likelihood`` reward.
+    """
 
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         adv_B = require_rewards(batch, "raw").clone()

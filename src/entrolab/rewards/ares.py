@@ -102,7 +102,8 @@ class AresHWE:
             raise ValueError("kl_target must be > 0 and kl_update_every >= 1")
         self.window, self.tau_decay, self.alpha_lr, self.target_decay = int(window), tau_decay, alpha_lr, target_decay
         self.lexicon = [w.lower() for w in lexicon] if lexicon else None
-        self.dynamic_kl, self.kl_target, self.kl_update_every, self.relax = dynamic_kl, kl_target, kl_update_every, relax
+        self.dynamic_kl, self.kl_target = dynamic_kl, kl_target
+        self.kl_update_every, self.relax = kl_update_every, relax
         self.requires = frozenset({"ref_logp"}) if dynamic_kl else frozenset()
         self.tau: float | None = None
         self.alpha = {d: float(alpha_init) for d in BUCKETS}

@@ -78,7 +78,8 @@ def call_term(name: str, fn: RewardFn, batch: RolloutBatch, task: Any) -> tuple[
         # The batch-level call does not say which sample broke it: probe each sample alone (error path
         # only, so a stateful reward advancing its state here does not matter: the step is lost anyway).
         i = _locate_failure(fn, batch, task)
-        where = describe_sample(batch, i) if i is not None else "a batch-level computation (no single sample fails alone)"
+        where = (describe_sample(batch, i) if i is not None
+                 else "a batch-level computation (no single sample fails alone)")
         raise RewardError(f"{what} raised {type(err).__name__}: {err} — on {where}") from err
     return as_reward_tensor(values, batch, what), dict(metrics or {})
 

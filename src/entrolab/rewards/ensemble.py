@@ -43,8 +43,9 @@ class EnsembleReward:
     reward registry, or reward callables. Each member is normalised before aggregation (WCO is
     scale-sensitive): ``member_norm="running"`` z-scores with running mean/std of everything that
     member has scored (current batch included; checkpointed), ``"batch"`` over the current batch,
-    ``"none"`` not at all. Logs ``ensemble/member<k>`` (raw mean) and ``ensemble/disagreement``
-    (mean over samples of the members' std after normalisation).
+    ``"none"`` not at all. Logs ``ensemble/member<k>`` (raw mean), the members' own metrics as
+    ``ensemble/member<k>/<name>``, and ``ensemble/disagreement`` (mean over samples of the members'
+    std after normalisation).
     """
 
     def __init__(self, *, members: Sequence[Any] = (), mode: str = "mean", lam: float = 0.1,
@@ -76,7 +77,8 @@ class EnsembleReward:
         rows = []
         for k, (label, fn) in enumerate(self.members):
             v_B, m = call_term(f"ensemble member {k} ({label})", fn, batch, task)
-            metrics.update(m)
+            # namespace member metrics so two members of the same kind do not overwrite each other
+            metrics.update({f"ensemble/member{k}/{key.split('/', 1)[-1]}": val for key, val in m.items()})
             metrics[f"ensemble/member{k}"] = float(v_B.mean()) if v_B.numel() else 0.0
             rows.append(self._normalise(k, v_B))
         scores_KB = torch.stack(rows) if rows else torch.zeros(0, batch.batch_size)

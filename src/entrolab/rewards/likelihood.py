@@ -51,7 +51,8 @@ def continuation_logps(model, tokenizer, prefixes: Sequence[str], continuations:
         seqs, spans = [], []
         for pre, cont in zip(prefixes[s:s + batch_size], continuations[s:s + batch_size]):
             p_ids = tokenizer(pre, add_special_tokens=True)["input_ids"]
-            c_ids = tokenizer(cont, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if append_eos else [])
+            c_ids = tokenizer(cont, add_special_tokens=False)["input_ids"]
+            c_ids = c_ids + ([tokenizer.eos_token_id] if append_eos else [])
             seqs.append(p_ids + c_ids)
             spans.append((len(p_ids), len(c_ids)))
         L = max(len(x) for x in seqs)
