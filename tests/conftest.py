@@ -1,4 +1,4 @@
-"""Fixtures for advantage-estimator tests: a small RolloutBatch builder."""
+"""Shared fixtures: a small RolloutBatch builder (advantages, rewards) and tiny char-level LMs."""
 
 from __future__ import annotations
 
@@ -42,3 +42,43 @@ def build_batch(rewards, group_id=None, *, lengths=None, T=None, texts=None, ent
 @pytest.fixture
 def make_batch():
     return build_batch
+
+
+CHARSET = "0123456789+-*/()=,>: #abcdefghijklmnopqrstuvwxyz"
+
+
+def _tiny_config(tok, **extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       **extra)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """A 1-layer char-level LlamaForCausalLM (random init, eval mode) and its tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    from entrolab.models.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer(CHARSET)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(_tiny_config(tok)).eval(), tok
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tmp_path_factory):
+    """A 1-layer LlamaForSequenceClassification reward model saved to a folder: (folder, model, tokenizer)."""
+    from transformers import LlamaForSequenceClassification
+
+    from entrolab.models.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer(CHARSET)
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(_tiny_config(tok, num_labels=1)).eval()
+    out = tmp_path_factory.mktemp("rm")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out, model, tok
