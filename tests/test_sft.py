@@ -145,6 +145,9 @@ def test_build_base_model_refuses_foreign_folder(tmp_path):
 def test_sft_config_and_run_sft(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'stepz'.*Did you mean 'steps'"):
         load_sft_cfg({"stepz": 3})
+    with pytest.raises(ConfigError, match="'lr'"):
+        load_sft_cfg(None, ["lr=-1"])
+    assert load_sft_cfg({"task": "countdown"}).task == {"name": "countdown"}
     cfg_file = tmp_path / "sft.yaml"
     cfg_file.write_text(f"out_dir: {tmp_path}/{{task}}-{{size}}-s{{seed}}\nsteps: 2\nbatch_size: 4\n")
     cfg = load_sft_cfg(cfg_file, ["task.name=test_sft:ReverseTask", "task.length=2", "lr=1e-3", "device=cpu"])

@@ -18,12 +18,13 @@ import random
 import re
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from entrolab.config import _format_validation, apply_overrides
 from entrolab.registry import ConfigError
@@ -112,7 +113,7 @@ def train_sft(
 
     Batches walk through a seeded shuffle of the pairs (reshuffled every epoch), so a run is
     bit-for-bit repeatable on CPU. AdamW, warmup then ``schedule``; gradients clipped to
-    ``grad_clip``. The summary holds ``loss_first``/``loss_last`` (means over the first and
+    ``grad_clip``. The model is left in eval mode. The summary holds ``loss_first``/``loss_last`` (means over the first and
     last 10 % of steps), ``losses`` (every step), ``tokens`` (trained tokens) and ``time_s``.
     """
     from entrolab.models.loading import resolve_device
@@ -233,16 +234,12 @@ def build_base_model(
     tokenizer = build_char_tokenizer(charset)
     max_len = max(len(p) + len(c) for p, c in pairs) + 2
     model = build_tiny_model(size, tokenizer, seed=seed, max_position_embeddings=max(512, 2 * max_len))
-    if progress is True:
-        from entrolab.progress import phase
+    from entrolab.progress import phase
 
-        with phase(f"SFT base model ({size})") as bar:
-            summary = train_sft(model, tokenizer, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                                weight_decay=weight_decay, schedule=schedule, seed=seed, device=device, progress=bar)
-    else:
+    bar = phase(f"SFT base model ({size})") if progress is True else nullcontext(progress or None)
+    with bar as callback:
         summary = train_sft(model, tokenizer, pairs, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                            weight_decay=weight_decay, schedule=schedule, seed=seed, device=device,
-                            progress=progress or None)
+                            weight_decay=weight_decay, schedule=schedule, seed=seed, device=device, progress=callback)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_testbed(model.to("cpu"), tokenizer, tmp)
@@ -276,6 +273,14 @@ class SftCfg(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     force: bool = False
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_block(cls, v: Any) -> Any:
+        v = {"name": v} if isinstance(v, str) else v  # 'task: countdown' shorthand, as in recipes
+        if isinstance(v, dict) and "name" not in v:
+            raise ValueError("the task block needs a 'name'")
+        return v
+
 
 def load_sft_cfg(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> SftCfg:
     """Load an ``SftCfg`` from a YAML path or dict, apply ``a.b=c`` overrides, validate strictly."""
@@ -285,7 +290,10 @@ def load_sft_cfg(source: str | Path | dict[str, Any] | None = None, overrides: l
         path = Path(source)
         if not path.exists():
             raise ConfigError(f"SFT config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: an SFT config must be a mapping at the top level")
     data = apply_overrides(data, overrides or [])

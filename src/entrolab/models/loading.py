@@ -6,8 +6,9 @@ further checks: the tokenizer pads on the left, has a pad token, and the EOS id 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import transformers
@@ -18,6 +19,20 @@ from entrolab.registry import ConfigError
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56; pyproject allows >= 4.51.
 _DTYPE_KW = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+
+
+@contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Hide transformers' per-shard load/save progress bars (noise inside our own phase bars)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -111,7 +126,8 @@ def load_policy(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or path))
-    model = AutoModelForCausalLM.from_pretrained(path, **{_DTYPE_KW: dt})
+    with quiet_hf_progress():
+        model = AutoModelForCausalLM.from_pretrained(path, **{_DTYPE_KW: dt})
     model.to(dev)
     model.eval()
     prepare_tokenizer(tokenizer, model)

@@ -16,8 +16,8 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from entrolab.models.tokenizer import build_char_tokenizer
 
-#: Architecture per size (vocabulary-independent). Parameter counts with a ~40-char vocabulary:
-#: ``tiny`` ≈ 0.8M, ``small`` ≈ 4.8M (see ``tests/models/test_models_tiny.py``).
+#: Architecture per size (vocabulary-independent). Parameter counts with the 26-token Countdown
+#: vocabulary: ``tiny`` ≈ 0.86M, ``small`` ≈ 5.1M (see ``tests/models/test_models_tiny.py``).
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=4),
@@ -70,9 +70,12 @@ def build_tiny_model(
 
 def save_testbed(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
     """Save ``model`` (safetensors) and ``tokenizer`` as one standard HF folder; returns the path."""
+    from entrolab.models.loading import quiet_hf_progress
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    with quiet_hf_progress():
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
 
