@@ -20,7 +20,8 @@ demo: env
 	$(BIN)/entrolab demo
 
 test: env
-	$(BIN)/python -m pytest -p no:randomly tests
+	# One torch thread: on a shared 2-core machine two threads are 10-20x slower for tiny models.
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:randomly tests
 
 bench: env
 	$(BIN)/python benchmarks/demo_time.py

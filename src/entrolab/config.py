@@ -176,7 +176,7 @@ def _schema_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return list(cur.model_fields) if cur is not None else []
 
 
-def _format_validation(err: ValidationError, model: type[BaseModel]) -> str:
+def format_validation(err: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
@@ -260,4 +260,4 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, Recipe)) from None
+        raise ConfigError(format_validation(err, Recipe)) from None

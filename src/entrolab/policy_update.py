@@ -3,6 +3,12 @@
 Per micro-batch: training forward → ``PolicyInputs`` → surrogate loss_BT → × token weights →
 + regularizer loss_BT → aggregation with mini-batch-wide counts (so gradient accumulation over
 micro-batches gives exactly the mini-batch gradient) → backward. No stage is special-cased.
+
+Every per-row batch extra (``types.is_row_extra``, e.g. ``kl_weight_B``) reaches the components in
+``PolicyInputs.extras``, sliced to the micro-batch. Afterwards ``batch.extras["policy_logp_BT"]``
+holds the log-probs of the last update pass (the forward before each optimizer step; CPU, detached),
+for the clipping diagnostics; the metric ``policy/nll`` is −mean log π_θ over valid tokens of the
+update forwards (the entropy proxy AEPO/DCPO steer on, AEPO arXiv 2510.08141 §3).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch
 
 from entrolab.components import Components
 from entrolab.models.forward import completion_stats
-from entrolab.types import PolicyInputs, RolloutBatch
+from entrolab.types import PolicyInputs, RolloutBatch, is_row_extra
 
 
 class NonFiniteError(RuntimeError):
@@ -58,8 +64,9 @@ def micro_batch_loss(
     num_seqs: float,
     generator: torch.Generator | None,
     requires: set[str],
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of rows ``idx_B`` of ``batch`` (already scaled for accumulation) and its metrics."""
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Loss of rows ``idx_B`` of ``batch`` (already scaled for accumulation), its metrics, and the
+    detached log-probs ``logp_BT`` of those rows under the current policy."""
     device = next(model.parameters()).device
     mask_BT = batch.mask_BT[idx_B].to(device)
     fwd = completion_stats(
@@ -76,8 +83,11 @@ def micro_batch_loss(
         mask_BT=mask_BT, entropy_BT=fwd.entropy_BT, rewards_B=rows(batch.rewards_B),
         group_id_B=rows(batch.group_id_B), ref_logp_BT=rows(batch.ref_logp_BT),
         logits_BTV=fwd.logits_BTV, hidden_BTD=fwd.hidden_BTD, step=batch.step, generator=generator,
+        extras={k: rows(v) for k, v in batch.extras.items() if is_row_extra(k, v, batch.batch_size)},
     )
-    metrics: dict[str, float] = {}
+    logp_BT = fwd.logp_BT.detach()
+    n_valid = mask_BT.sum().clamp(min=1)
+    metrics: dict[str, float] = {"policy/nll": float(-(logp_BT.float() * mask_BT).sum() / n_valid)}
     loss_BT, m = comps.surrogate(inp)
     metrics.update(m)
     for weight in comps.token_weights:
@@ -89,7 +99,7 @@ def micro_batch_loss(
         loss_BT = loss_BT + reg_BT
         metrics.update(m)
     loss = comps.aggregation(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
-    return loss, metrics
+    return loss, metrics, logp_BT
 
 
 def update_policy(
@@ -102,7 +112,11 @@ def update_policy(
     generator: torch.Generator,
     requires: set[str],
 ) -> dict[str, float]:
-    """Run ``updates_per_batch`` passes of mini-batch optimizer steps over ``batch``."""
+    """Run ``updates_per_batch`` passes of mini-batch optimizer steps over ``batch``.
+
+    Sets ``batch.extras["policy_logp_BT"]`` ([B, T] float32 CPU, 0 on pads): each row's log-probs
+    from the last pass's forward, i.e. under the policy just before the optimizer step that used it.
+    """
     B = batch.batch_size
     mb = min(settings.mini_batch_size or B, B)
     micro = min(settings.micro_batch_size or mb, mb)
@@ -111,6 +125,7 @@ def update_policy(
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if settings.autocast else nullcontext()
     means = MetricMean()
     n_opt_steps = 0
+    policy_logp_BT = torch.zeros(batch.mask_BT.shape, dtype=torch.float32)
     model.train()
     for epoch in range(settings.updates_per_batch):
         order_B = torch.randperm(B, generator=generator, device=generator.device).cpu() if mb < B else torch.arange(B)
@@ -123,9 +138,10 @@ def update_policy(
             for ms in range(0, len(idx_M), micro):
                 idx_U = idx_M[ms:ms + micro]
                 with amp:
-                    loss, metrics = micro_batch_loss(
+                    loss, metrics, logp_BT = micro_batch_loss(
                         model, comps, batch, idx_U, num_tokens=num_tokens, num_seqs=num_seqs,
                         generator=generator, requires=requires)
+                policy_logp_BT[idx_U] = logp_BT.float().cpu()  # the last pass's values survive
                 if not torch.isfinite(loss):
                     raise NonFiniteError(
                         f"non-finite loss ({float(loss.detach())}) at step {batch.step}, update pass {epoch}, "
@@ -143,6 +159,7 @@ def update_policy(
             optimizer.step()
             n_opt_steps += 1
             means.add({"loss/total": loss_total, "optim/grad_norm": float(grad_norm)})
+    batch.extras["policy_logp_BT"] = policy_logp_BT * batch.mask_BT.cpu()
     out = means.result()
     out["optim/steps"] = float(n_opt_steps)
     return out

@@ -26,7 +26,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from entrolab.config import _format_validation, apply_overrides
+from entrolab.config import format_validation, apply_overrides
 from entrolab.registry import ConfigError
 
 Progress = Callable[[int, int], None]
@@ -204,6 +204,7 @@ def build_base_model(
     schedule: str = DEFAULTS["schedule"],
     demos_per_prompt: int = DEFAULTS["demos_per_prompt"],
     seed: int = 0,
+    split: str = "train",
     device: str = "auto",
     force: bool = False,
     progress: Progress | bool | None = None,
@@ -224,7 +225,7 @@ def build_base_model(
         raise ValueError(f"task '{task.name}' has no charset(); a char-level base model needs one")
     settings = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
                     schedule=schedule, demos_per_prompt=demos_per_prompt, seed=seed)
-    pairs = demonstration_pairs(task, demos_per_prompt=demos_per_prompt, seed=seed)
+    pairs = demonstration_pairs(task, demos_per_prompt=demos_per_prompt, seed=seed, split=split)
     key = _settings_hash(settings, charset, pairs)
     if not force and is_complete(out, key):
         return out
@@ -300,7 +301,7 @@ def load_sft_cfg(source: str | Path | dict[str, Any] | None = None, overrides: l
     try:
         return SftCfg.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, SftCfg).replace("invalid recipe", "invalid SFT config")) from None
+        raise ConfigError(format_validation(err, SftCfg).replace("invalid recipe", "invalid SFT config")) from None
 
 
 def run_sft(cfg: SftCfg, *, progress: Progress | bool | None = True) -> Path:

@@ -81,8 +81,12 @@ def run_sweep(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path
         from entrolab.sft import build_base_model
 
         import_builtins()
-        task = build_one(TASKS, {"name": "countdown"}, "task")
+        from entrolab.demo import DEMO_RECIPE
+
+        task = build_one(TASKS, DEMO_RECIPE["task"], "task")
         base = build_base_model(cache_dir() / "bases" / "countdown", task, progress=progress, **DEMO_SFT)
+        # the runs must see the task the base model was trained on
+        overrides = [f"task={json.dumps(DEMO_RECIPE['task'])}", *(overrides or [])]
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[Path]] = {}
     t0 = time.perf_counter()

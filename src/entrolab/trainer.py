@@ -1,9 +1,11 @@
 """The RL trainer: one loop that composes the recipe's components for any HF causal LM.
 
 Reads top to bottom: per step, sample prompts → roll out G completions each → score them
-(behaviour and, if asked, reference log-probs) → verify → rewards → advantages → policy update →
+(behaviour and, if asked, reference log-probs and log-probs at extra temperatures) → verify →
+rewards → advantages → extra sampling passes, merged into the update batch → policy update →
 component hooks → log → (eval, checkpoint). It never branches on a method's name: everything
-method-specific lives in the registered components (see ``entrolab.components``).
+method-specific lives in the registered components (see ``entrolab.components``); the optional
+hooks it calls are listed in the ``entrolab.types`` module docstring.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from entrolab.components import Components, build_components
 from entrolab.config import Recipe
 from entrolab.models.forward import completion_stats
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
-from entrolab.types import RolloutBatch
+from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
 
 class TrainingStopped(RuntimeError):
@@ -147,22 +149,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step, top to bottom
     def rollout(self) -> RolloutBatch:
+        r = self.recipe.rollout
+        prompts = self.py_rng.sample(self.train_prompts, min(r.prompts_per_step, len(self.train_prompts)))
+        return self._sample(prompts, temperature=r.temperature, group_size=r.group_size)
+
+    def _sample(self, prompts: list, *, temperature: float, group_size: int) -> RolloutBatch:
         from entrolab.models.loading import format_prompt
         from entrolab.rollout.sampler import sample
 
         r = self.recipe.rollout
-        prompts = self.py_rng.sample(self.train_prompts, min(r.prompts_per_step, len(self.train_prompts)))
         texts = [format_prompt(self.tokenizer, p.text, chat_template=self.recipe.model.chat_template) for p in prompts]
         self.model.eval()
         with torch.no_grad(), self._amp():
-            batch = sample(self.model, self.tokenizer, prompts, group_size=r.group_size, temperature=r.temperature,
+            batch = sample(self.model, self.tokenizer, prompts, group_size=group_size, temperature=temperature,
                            top_p=r.top_p, max_new_tokens=r.max_new_tokens, generator=self.generator,
                            prompt_texts=texts)
         batch.step = self.step
+        batch.extras["sampling_temperature_B"] = torch.full((batch.batch_size,), float(temperature))
         return batch
 
     def score(self, batch: RolloutBatch) -> None:
-        """Behaviour log-probs/entropies from a training-mode forward (so on-policy ratios are 1)."""
+        """Behaviour log-probs/entropies from a training-mode forward (so on-policy ratios are 1), the
+        reference log-probs if asked, and log-probs at each temperature a component asks for
+        (``scoring_temperatures`` hook) in ``extras[logp_at_temperature_key(τ)]``."""
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         with torch.no_grad(), self._amp():
             out = completion_stats(self.model, *args, temperature=batch.temperature,
@@ -172,6 +181,19 @@ class Trainer:
             if self.ref_model is not None:
                 ref = completion_stats(self.ref_model, *args, temperature=batch.temperature, need_entropy=False)
                 batch.ref_logp_BT = ref.logp_BT.float()
+            for tau in self._scoring_temperatures():
+                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False)
+                batch.extras[logp_at_temperature_key(tau)] = at_tau.logp_BT.float()
+
+    def _scoring_temperatures(self) -> list[float]:
+        temps: set[float] = set()
+        for key, obj in self.comps.keyed():
+            hook = getattr(obj, "scoring_temperatures", None)
+            for tau in (hook(step=self.step) if callable(hook) else ()):
+                if not float(tau) > 0:
+                    raise ValueError(f"{key}: scoring temperatures must be > 0, got {tau}")
+                temps.add(float(tau))
+        return sorted(temps)
 
     def verify(self, batch: RolloutBatch) -> None:
         from entrolab.rewards.segments import attach_char_ends
@@ -182,12 +204,16 @@ class Trainer:
         batch.extras["answer_marker"] = self.task.answer_marker
         attach_char_ends(batch, self.tokenizer)
 
-    def rewards_and_advantages(self, batch: RolloutBatch) -> dict[str, float]:
+    def rewards(self, batch: RolloutBatch) -> dict[str, float]:
         from entrolab.rewards.compose import compute_rewards
 
         rewards_B, metrics = compute_rewards(batch, self.task, self.comps.reward_terms, shapers=self.comps.shapers,
                                              normalize=self.comps.normalize_rewards)
         batch.rewards_B = rewards_B.float().to(self.device)
+        return metrics
+
+    def rewards_and_advantages(self, batch: RolloutBatch) -> dict[str, float]:
+        metrics = self.rewards(batch)
         adv, adv_metrics = self.comps.advantage(batch)
         mask_BT = batch.mask_BT.to(self.device)
         adv = adv.to(self.device).float()
@@ -197,6 +223,38 @@ class Trainer:
         metrics.update(adv_metrics)
         return metrics
 
+    def side_passes(self, batch: RolloutBatch) -> tuple[RolloutBatch, dict[str, float]]:
+        """Extra sampling passes components ask for (``side_rollouts``); returns the update batch.
+
+        Each component with the hook gets its requests sampled, scored, verified and rewarded, then
+        merges them (``merge_side``) into the batch the policy update trains on.
+        """
+        metrics: dict[str, float] = {}
+        for _, comp in self.comps.keyed():
+            requests = comp.side_rollouts(batch, step=self.step) if hasattr(comp, "side_rollouts") else []
+            if not requests:
+                continue
+            batch.extras.setdefault("side_pass_B", torch.zeros(batch.batch_size, dtype=torch.bool))
+            batch, m = comp.merge_side(batch, [self._side_batch(batch, req) for req in requests])
+            metrics.update(m)
+        return batch, metrics
+
+    def _side_batch(self, batch: RolloutBatch, req: SideRequest) -> RolloutBatch:
+        idx = range(len(batch.prompts)) if req.prompt_idx is None else req.prompt_idx
+        if not all(0 <= i < len(batch.prompts) for i in idx):
+            raise ValueError(f"side request prompt_idx {req.prompt_idx} out of range for {len(batch.prompts)} prompts")
+        side = self._sample([batch.prompts[i] for i in idx], temperature=req.temperature,
+                            group_size=req.group_size or self.recipe.rollout.group_size)
+        side.extras["sampling_logp_BT"] = side.old_logp_BT  # what the sampler drew from (logits / τ_side)
+        side.extras["side_pass_B"] = torch.ones(side.batch_size, dtype=torch.bool)
+        # Score at the main temperature, so old_logp and the update's ratio refer to the policy being
+        # trained (AEPO code: the side samples are re-scored at T = 1; spec entropy-control §3.2 step 8).
+        side.temperature = batch.temperature
+        self.score(side)
+        self.verify(side)
+        self.rewards(side)
+        return side
+
     def train_step(self) -> dict[str, float]:
         t0 = time.perf_counter()
         batch = self.rollout()
@@ -204,10 +262,14 @@ class Trainer:
         self.score(batch)
         self.verify(batch)
         metrics = self.rewards_and_advantages(batch)
+        t_side = time.perf_counter()
+        update_batch, side_metrics = self.side_passes(batch)
+        if side_metrics:
+            metrics.update({**side_metrics, "time/side_s": time.perf_counter() - t_side})
         t1 = time.perf_counter()
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
                                   self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
-        metrics.update(update_policy(self.model, self.optimizer, self.comps, batch, settings,
+        metrics.update(update_policy(self.model, self.optimizer, self.comps, update_batch, settings,
                                      generator=self.generator, requires=self.requires))
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -219,20 +281,28 @@ class Trainer:
         self.comps.on_step_end(metrics)
         every = self.recipe.train.dump_rollouts_every
         if every and self.step % every == 0:
-            self.dump_rollouts(batch)
+            self.dump_rollouts(update_batch)
         return metrics
 
     def dump_rollouts(self, batch: RolloutBatch) -> None:
-        """Append this batch to ``rollouts.jsonl`` in the diagnostics schema (docs/diagnostics.md)."""
+        """Append this update batch to ``rollouts.jsonl`` in the diagnostics schema (docs/diagnostics.md).
+
+        Side-pass rows are left out (they sample another distribution); the policy log-probs of the
+        last update pass (``extras["policy_logp_BT"]``) feed the clipping section.
+        """
         from entrolab.diagnostics.from_batch import append_rollouts, batch_records
 
+        side_B = batch.extras.get("side_pass_B")
+        if side_B is not None and bool(side_B.any()):
+            batch = batch.select((~side_B.cpu()).nonzero().squeeze(-1))
         marker = self.task.answer_marker
         split_B = None
         if marker:  # token index where the answer phase starts (exact for char-level tokenizers)
             split_B = [None if marker not in t else
                        len(self.tokenizer(t[:t.index(marker)], add_special_tokens=False)["input_ids"])
                        for t in batch.texts]
-        records = batch_records(batch, run=self.recipe.name, task=self.task, phase_split_B=split_B)
+        records = batch_records(batch, run=self.recipe.name, task=self.task, phase_split_B=split_B,
+                                policy_logp_BT=batch.extras.get("policy_logp_BT"))
         append_rollouts(self.run_dir / "rollouts.jsonl", records)
 
     @staticmethod

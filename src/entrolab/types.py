@@ -18,7 +18,26 @@ Stage contracts (every registered component follows one of these; see docs/compo
 
 Optional hooks any component may define (the trainer calls them without knowing the method):
 ``requires`` (a set drawn from ``REQUIREMENTS``), ``on_step_end(metrics)``, ``state_dict()`` and
-``load_state_dict(state)``.
+``load_state_dict(state)``, and two hooks for sampling-side methods (AEPO, DCPO):
+
+* **Extra sampling passes**: ``side_rollouts(batch, *, step) -> list[SideRequest]`` and
+  ``merge_side(batch, sides) -> (update_batch, metrics)``. After the main batch has rewards and
+  advantages, the trainer samples each request with the same sampler, then scores it at the *main*
+  batch's temperature (so ``old_logp_BT`` and the update's ratios refer to the policy being trained;
+  the sampler's own log-probs stay in ``extras["sampling_logp_BT"]``), verifies it and runs the
+  reward stage (terms and shapers) on it, and hands the side batches to ``merge_side``, which
+  returns the batch the policy update trains on (advantages set on every row). Every sampled batch
+  carries ``extras["sampling_temperature_B"]``; rows of side passes have ``extras["side_pass_B"]``
+  True (the rollout dump writes main rows only).
+* **Extra scoring temperatures**: ``scoring_temperatures(*, step) -> tuple[float, ...]``. Before
+  rewards and advantages the trainer stores, for each τ asked for, the log-probs of the sampled
+  tokens under logits / τ (no grad) in ``extras[logp_at_temperature_key(τ)]`` (``"logp_at_T1.2_BT"``).
+
+Per-row extras: an ``extras`` entry whose name ends in ``_B``, ``_BT`` or ``_BTD`` and whose value
+is a tensor with one row per sequence (``kl_weight_B``, ``policy_logp_BT``) is row data:
+``RolloutBatch.select`` / ``RolloutBatch.concat`` carry it with the rows, and the policy update
+passes the micro-batch's rows to every component in ``PolicyInputs.extras``. After the update the
+trainer's batch holds ``extras["policy_logp_BT"]``: log-probs of the last update pass (CPU, detached).
 """
 
 from __future__ import annotations
@@ -33,6 +52,42 @@ import torch
 #: states of completion tokens (``hidden_BTD``); ``logits``: temperature-scaled completion
 #: logits (``logits_BTV``, memory-heavy, only for methods that need the full distribution).
 REQUIREMENTS = frozenset({"ref_logp", "hidden", "logits"})
+
+#: Name suffixes of per-row ``extras`` (see the module docstring); the T-bearing ones pad on dim 1.
+ROW_SUFFIXES = ("B", "BT", "BTD")
+
+
+def is_row_extra(name: str, value: Any, batch_size: int) -> bool:
+    """True when ``extras[name]`` is per-row data: a shape-suffixed name and a [B, ...] tensor."""
+    return (isinstance(value, torch.Tensor) and "_" in name and name.rsplit("_", 1)[1] in ROW_SUFFIXES
+            and value.dim() >= 1 and value.shape[0] == batch_size)
+
+
+def logp_at_temperature_key(temperature: float) -> str:
+    """The ``extras`` key of log-probs scored at ``temperature`` (``1.2 -> "logp_at_T1.2_BT"``)."""
+    return f"logp_at_T{float(temperature):g}_BT"
+
+
+@dataclass(frozen=True)
+class SideRequest:
+    """One extra sampling pass a component asks for (``side_rollouts`` hook, e.g. AEPO).
+
+    ``prompt_idx`` indexes ``batch.prompts`` of the main batch (None = every prompt);
+    ``group_size`` None means the recipe's ``rollout.group_size``. Top-p and the length cap are
+    the recipe's.
+    """
+
+    temperature: float
+    prompt_idx: tuple[int, ...] | None = None
+    group_size: int | None = None
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"SideRequest.temperature must be > 0, got {self.temperature}")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"SideRequest.group_size must be >= 1 or None, got {self.group_size}")
+        if self.prompt_idx is not None and not self.prompt_idx:
+            raise ValueError("SideRequest.prompt_idx is empty; give None for every prompt")
 
 
 @dataclass(frozen=True)
@@ -130,7 +185,7 @@ class RolloutBatch:
         return torch.tensor([v.correct for v in self.verdicts], dtype=torch.bool)
 
     def select(self, idx_B: torch.Tensor) -> "RolloutBatch":
-        """Rows ``idx_B`` of every per-sequence tensor (prompts list is kept whole)."""
+        """Rows ``idx_B`` of every per-sequence tensor and per-row extra (prompts list is kept whole)."""
         idx = idx_B.tolist()
 
         def pick(t):
@@ -155,8 +210,98 @@ class RolloutBatch:
             reward_terms={k: v[idx_B] for k, v in self.reward_terms.items()},
             adv_BT=pick(self.adv_BT),
             step=self.step,
-            extras=dict(self.extras),
+            extras={k: v[idx_B.to(v.device)] if is_row_extra(k, v, self.batch_size) else v
+                    for k, v in self.extras.items()},
         )
+
+    @classmethod
+    def concat(cls, parts: list["RolloutBatch"]) -> "RolloutBatch":
+        """Rows of ``parts`` one after another, as one batch (e.g. side-pass rows + main rows).
+
+        Prompt lists are concatenated and group ids offset, so groups stay distinct; prompts are
+        re-left-padded and completions (and ``_BT``/``_BTD`` tensors) re-right-padded with zeros
+        (mask False). All parts must be scored at one temperature. An optional field must be set in
+        every part or in none. Per-row extras present in every part are concatenated, dropped
+        otherwise; other extras are kept when every part holds the same value.
+        """
+        if not parts:
+            raise ValueError("RolloutBatch.concat needs at least one batch")
+        temps = sorted({p.temperature for p in parts})
+        if len(temps) > 1:
+            raise ValueError(f"RolloutBatch.concat: parts are scored at temperatures {temps}; log-probs "
+                             "of one batch must share one temperature (rescore first)")
+        width = {"BL": max(p.prompt_ids_BL.shape[1] for p in parts),
+                 "BT": max(p.completion_ids_BT.shape[1] for p in parts)}
+
+        def cat(name: str, values: list, pad: str | None = None) -> torch.Tensor | None:
+            if all(v is None for v in values):
+                return None
+            if any(v is None for v in values):
+                raise ValueError(f"RolloutBatch.concat: '{name}' is set in some parts but not in others")
+            if pad is not None:
+                values = [_pad_dim1(v, width[pad], left=pad == "BL") for v in values]
+            return torch.cat([v.to(values[0].device) for v in values])
+
+        def col(name: str, pad: str | None = None) -> torch.Tensor | None:
+            return cat(name, [getattr(p, name) for p in parts], pad)
+
+        offsets = [0]
+        for p in parts[:-1]:
+            offsets.append(offsets[-1] + len(p.prompts))
+        verdicts = [p.verdicts for p in parts]
+        if any(v is None for v in verdicts) and not all(v is None for v in verdicts):
+            raise ValueError("RolloutBatch.concat: 'verdicts' is set in some parts but not in others")
+        first = parts[0].extras
+        extras: dict[str, Any] = {}
+        for k, v in first.items():
+            if all(is_row_extra(k, p.extras.get(k), p.batch_size) for p in parts):
+                extras[k] = cat(k, [p.extras[k] for p in parts], "BT" if k.rsplit("_", 1)[1] != "B" else None)
+            elif not is_row_extra(k, v, parts[0].batch_size) and all(k in p.extras and _same(v, p.extras[k])
+                                                                      for p in parts):
+                extras[k] = v
+        return cls(
+            prompts=[q for p in parts for q in p.prompts],
+            group_id_B=torch.cat([p.group_id_B + off for p, off in zip(parts, offsets)]),
+            prompt_ids_BL=col("prompt_ids_BL", "BL"),
+            mask_prompt_BL=col("mask_prompt_BL", "BL"),
+            completion_ids_BT=col("completion_ids_BT", "BT"),
+            mask_BT=col("mask_BT", "BT"),
+            texts=[t for p in parts for t in p.texts],
+            stop_reasons=[r for p in parts for r in p.stop_reasons],
+            temperature=temps[0],
+            old_logp_BT=col("old_logp_BT", "BT"),
+            entropy_BT=col("entropy_BT", "BT"),
+            ref_logp_BT=col("ref_logp_BT", "BT"),
+            hidden_BTD=col("hidden_BTD", "BT"),
+            verdicts=None if verdicts[0] is None else [v for vs in verdicts for v in vs],
+            rewards_B=col("rewards_B"),
+            reward_terms={k: cat(k, [p.reward_terms[k] for p in parts]) for k in parts[0].reward_terms
+                          if all(k in p.reward_terms for p in parts)},
+            adv_BT=col("adv_BT", "BT"),
+            step=parts[0].step,
+            extras=extras,
+        )
+
+
+def _pad_dim1(t: torch.Tensor, width: int, *, left: bool = False) -> torch.Tensor:
+    """Zero-pad dim 1 of ``t`` to ``width`` (on the left for left-padded prompts)."""
+    if t.shape[1] == width:
+        return t
+    zeros = t.new_zeros((t.shape[0], width - t.shape[1], *t.shape[2:]))
+    return torch.cat([zeros, t] if left else [t, zeros], dim=1)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two non-row extras hold the same value (tensors compared elementwise)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and bool(torch.equal(a.cpu(), b.cpu())))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values without a usable ==
+        return False
 
 
 @dataclass
@@ -166,7 +311,8 @@ class PolicyInputs:
     ``logp_BT``, ``entropy_BT`` and (when requested) ``logits_BTV`` carry gradient; everything
     else is detached. Statistics a
     component computes over "the batch" are over this micro-batch unless its docstring says
-    otherwise (the trainer's default micro-batch is the whole mini-batch).
+    otherwise (the trainer's default micro-batch is the whole mini-batch). ``extras`` holds the
+    micro-batch's rows of every per-row batch extra (e.g. ``kl_weight_B``; module docstring).
     """
 
     logp_BT: torch.Tensor

@@ -165,3 +165,20 @@ def test_policy_cliff_from_eval_jsons(tmp_path):
     assert cliff["reference"] == "ref"
     assert cliff["runs"]["pert"] == {"delta": 0.1, "num_prompts": 2, "tv_mean": 0.5, "tv_max": 1.0,
                                      "tv_per_delta": pytest.approx(5.0), "near_optimal_size_mean": 1.0}
+
+
+def test_every_section_with_data_has_a_plot(tmp_path):
+    """Base + a 5-step run trained with δ = 0 + a run trained with δ = 0.05 enable all 13 sections;
+    each one then draws at least one PNG, and the page embeds one image per PNG."""
+    from entrolab.diagnostics.diagnose import SECTIONS, _figures
+
+    recs = (make_samples("base", [0], seed=0) + make_samples("grpo", [0, 1, 2, 3, 4], seed=1, delta=0.0)
+            + make_samples("pert", [4], seed=2, delta=0.05))
+    html, report = run_diagnose(tmp_path, [write(tmp_path / "r.jsonl", recs)])
+    assert report["disabled"] == {} and set(report["sections"]) == set(SECTIONS)
+    n_png = 0
+    for name, result in report["sections"].items():
+        pngs = _figures(name, result, tmp_path / "figs" / name)
+        assert pngs and all(p.stat().st_size > 0 for p in pngs), name
+        n_png += len(pngs)
+    assert html.read_text().count("<img") == n_png

@@ -51,3 +51,68 @@ def test_unverified_batch_is_refused():
     batch.verdicts = None
     with pytest.raises(ValueError, match="verified batch"):
         batch_records(batch, run="r")
+
+
+def test_hidden_states_give_effective_rank_records_and_the_rank_section(tmp_path):
+    """Row 0 (T = 7 valid of 8): ER/ERV/ERA equal effective_rank_dynamics on its 7 valid rows (stride 2:
+    prefixes of 3, 5, 7 rows), so the padded garbage row is cut. Row 1 (4 valid rows ±e1, ±e2):
+    centred already, singular values (√2, √2) -> ER = 2 exactly; with stride 2 it has one checkpoint
+    (t = 2 < 4), so no ERV/ERA. The rank section then has ER at step 7 with mean (ER_0 + 2)/2 over 2
+    responses and ERV over 1.
+    """
+    from entrolab.diagnostics.rank import effective_rank_dynamics
+    from entrolab.diagnostics.sections_steps import rank_section
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 8, 3, generator=g)
+    hidden[0, 7] = 1e6  # padding: must not enter ER
+    hidden[1, :4] = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    hidden[1, 4:] = 1e6
+    mask = torch.arange(8)[None, :] < torch.tensor([7, 4])[:, None]
+    batch = RolloutBatch(
+        prompts=[Prompt("p0", "a")], group_id_B=torch.tensor([0, 0]),
+        prompt_ids_BL=torch.zeros(2, 1, dtype=torch.long), mask_prompt_BL=torch.ones(2, 1, dtype=torch.bool),
+        completion_ids_BT=torch.zeros(2, 8, dtype=torch.long), mask_BT=mask, texts=["x", "y"],
+        stop_reasons=["eos", "eos"], hidden_BTD=hidden,
+        verdicts=[Verdict(1.0, True, "1+2", "ok"), Verdict(0.0, False, None, "no_answer")],
+        rewards_B=torch.tensor([1.0, 0.0]), step=7)
+    recs = batch_records(batch, run="rank", rank_stride=2)
+    expect = effective_rank_dynamics(hidden[0, :7].double(), stride=2)
+    assert (recs[0]["er"], recs[0]["erv"], recs[0]["era"]) == pytest.approx((expect["er"], expect["erv"], expect["era"]))
+    assert recs[1]["er"] == pytest.approx(2.0) and "erv" not in recs[1] and "era" not in recs[1]
+    assert "er" not in batch_records(make_batch(), run="no_hidden")[0]
+
+    append_rollouts(tmp_path / "run" / "rollouts.jsonl", recs)
+    result, reason = rank_section(load_dataset([tmp_path / "run"]))
+    assert reason is None
+    er, erv = result["runs"]["rank"]["er"], result["runs"]["rank"]["erv"]
+    assert er == [{"step": 7, "mean": pytest.approx((expect["er"] + 2.0) / 2), "std": pytest.approx(abs(expect["er"] - 2.0) / 2),
+                   "count": 2}]
+    assert erv[0]["count"] == 1 and erv[0]["mean"] == pytest.approx(expect["erv"])
+
+
+def test_effective_rank_run_gets_the_rank_section(tmp_path):
+    """recipes/effective_rank.yaml (2 steps, tiny random-init model, 26 new tokens) dumps rollouts with
+    er/erv/era (the trainer sets hidden_BTD because the advantage requires it), and diagnose's rank
+    section is enabled for that run, with ERV at both steps."""
+    from pathlib import Path
+
+    from entrolab.config import load_recipe
+    from entrolab.diagnostics.diagnose import choose_base, compute
+    from entrolab.trainer import Trainer
+
+    recipe_path = Path(__file__).resolve().parents[2] / "recipes" / "effective_rank.yaml"
+    rec = load_recipe(recipe_path, [f"run_dir={tmp_path / 'er'}", "model.path=null", "model.testbed_size=tiny",
+                                    "task.n_train=16", "task.n_validation=4", "task.n_test=4",
+                                    "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=26",
+                                    "train.steps=2", "train.save_every=0", "train.dump_rollouts_every=1"])
+    run_dir = Trainer(rec, progress=False).train()
+    data = load_dataset([run_dir / "rollouts.jsonl"])
+    samples = [s for m in data.models.values() for s in m.samples]
+    assert len(samples) == 16 and all(s.er is not None and s.er >= 1.0 for s in samples)
+    report = compute(data, base=choose_base(data, None), n_boot=10)
+    assert "rank" not in report["disabled"]
+    rank = report["sections"]["rank"]["runs"]["effective_rank"]
+    assert [r["step"] for r in rank["er"]] == [0, 1]
+    if any(s.erv is not None for s in samples):  # responses of > 16 tokens (EOS can come early)
+        assert rank["erv"]

@@ -97,15 +97,38 @@ def test_effective_rank_known_spectra():
 
 
 def test_effective_rank_dynamics_against_direct_loop():
-    """ERV/ERA equal the spec's definitions computed directly on prefixes (stride 2, T = 7)."""
+    """ERV/ERA equal the spec's definitions computed directly on prefixes (stride 2, T = 7).
+
+    Checkpoints h[:t+1] at t = 2, 4, 6 (t < T), i.e. prefixes of 3, 5 and 7 rows (released code).
+    """
     h = torch.randn(7, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    ers = [effective_rank(h[:t]) for t in (2, 4, 6)]
+    ers = [effective_rank(h[:n]) for n in (3, 5, 7)]
     d = [ers[1] - ers[0], ers[2] - (ers[0] + ers[1]) / 2]
     out = effective_rank_dynamics(h, stride=2)
     assert out["erv"] == pytest.approx(sum(d) / 2)
     assert out["era"] == pytest.approx(d[1] - d[0])
     assert out["er"] == pytest.approx(effective_rank(h))
+    # stride 3: checkpoints at t = 3, 6 -> prefixes 4 and 7; one increment, so ERA is undefined.
+    two = effective_rank_dynamics(h, stride=3)
+    assert two["erv"] == pytest.approx(effective_rank(h) - effective_rank(h[:4])) and math.isnan(two["era"])
     assert effective_rank_dynamics(h, stride=4) is None  # T = 7 < 2·4
+    assert effective_rank_dynamics(h[:6], stride=3) is None  # t = 3 only: a single checkpoint
+    # last max_len rows only: the window h[2:] with stride 2 has checkpoints at 3 and 5 rows.
+    win = effective_rank_dynamics(h, stride=2, max_len=5)
+    assert win["erv"] == pytest.approx(effective_rank(h[2:]) - effective_rank(h[2:5]))
+
+
+def test_effective_rank_dynamics_agrees_with_the_advantage_bonus():
+    """The diagnostic and the effective_rank advantage (which logs rank/erv, rank/era) use the same
+    prefixes, so their ERV/ERA agree where both are defined (reference identity)."""
+    from entrolab.advantages.effective_rank import rank_dynamics
+
+    g = torch.Generator().manual_seed(5)
+    for T, stride in ((17, 4), (40, 8), (9, 2)):
+        h = torch.randn(T, 6, generator=g, dtype=torch.float64)
+        erv, era = rank_dynamics(h, stride=stride)
+        out = effective_rank_dynamics(h, stride=stride)
+        assert out["erv"] == pytest.approx(erv, abs=1e-10) and out["era"] == pytest.approx(era, abs=1e-10)
 
 
 def test_rank_over_run():

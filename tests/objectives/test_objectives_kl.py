@@ -49,3 +49,28 @@ def test_missing_reference_and_bad_estimator(make_inputs):
         REGULARIZERS.build("kl_to_ref")(make_inputs([[0.0]], [0.0]))
     with pytest.raises(ConfigError, match="estimator"):
         REGULARIZERS.build("kl_to_ref", {"estimator": "k4"})
+
+
+def test_per_sequence_kl_weights_from_extras(make_inputs):
+    """ARES's ``kl_weight_B`` multiplies each sequence's token KL (after beta).
+
+    k1, beta = 0.5, delta = logp - ref = [[1, 0], [-0.5, (pad)]], w = [2, 4]:
+    loss = beta * w_b * delta = [[1.0, 0.0], [-1.0, 0]]; kl/ref = mean delta = (1 + 0 - 0.5)/3 = 1/6
+    (unweighted); kl/weight_mean = 3; d(sum loss)/d logp = beta * w_b on valid tokens = [[1, 1], [2, 0]].
+    """
+    inp = make_inputs([[0.0, 0.0], [0.0, 0.0]], [0.0, 0.0], [[1, 1], [1, 0]], ref_logp_BT=[[-1.0, 0.0], [0.5, 9.0]],
+                      kl_weight_B=torch.tensor([2.0, 4.0], dtype=torch.float64))
+    reg = REGULARIZERS.build("kl_to_ref", {"beta": 0.5, "estimator": "k1"})
+    loss, m = reg(inp)
+    assert loss.tolist() == pytest.approx([[1.0, 0.0], [-1.0, 0.0]])
+    assert m["kl/ref"] == pytest.approx(1 / 6) and m["kl/weight_mean"] == pytest.approx(3.0)
+    loss.sum().backward()
+    assert inp.logp_BT.grad.tolist() == pytest.approx([[1.0, 1.0], [2.0, 0.0]])
+    unweighted, m0 = reg(make_inputs([[0.0, 0.0]], [0.0], ref_logp_BT=[[-1.0, 0.0]]))
+    assert unweighted.tolist() == pytest.approx([[0.5, 0.0]]) and "kl/weight_mean" not in m0
+
+
+def test_kl_weight_with_wrong_shape_is_an_error(make_inputs):
+    inp = make_inputs([[0.0]], [0.0], ref_logp_BT=[[0.0]], kl_weight_B=torch.ones(3))
+    with pytest.raises(ValueError, match="kl_weight_B"):
+        REGULARIZERS.build("kl_to_ref")(inp)

@@ -196,3 +196,20 @@ def test_every_enumerated_solution_verifies_and_is_stable(numbers, target, rnd):
             wrap = "-" if e.op == "+" else "+-/"
             text = e.op.join(f"({a.text})" if a.op in wrap else a.text for a in args)
             assert canonicalize(text) == sol
+
+
+def test_sft_split_is_disjoint_and_leaves_test_unchanged():
+    """The optional ``sft`` split comes after ``train`` in the stream: disjoint from every other split,
+    and adding it changes neither ``test`` nor ``train``."""
+    from entrolab.tasks.countdown import Countdown
+
+    kw = dict(min_numbers=3, max_numbers=3, n_train=40, n_validation=10, n_test=10)
+    with_sft = Countdown(n_sft=30, **kw)
+    without = Countdown(**kw)
+    key = lambda p: (tuple(sorted(p.meta["numbers"])), p.meta["target"])  # noqa: E731
+    sets = {s: {key(p) for p in with_sft.prompts(s)} for s in ("train", "validation", "test", "sft")}
+    assert len(sets["sft"]) == 30
+    assert not sets["sft"] & (sets["train"] | sets["validation"] | sets["test"])
+    assert [p.text for p in with_sft.prompts("test")] == [p.text for p in without.prompts("test")]
+    assert [p.text for p in with_sft.prompts("train")] == [p.text for p in without.prompts("train")]
+    assert without.prompts("sft") == []

@@ -142,6 +142,14 @@ def _figures(name: str, result: dict, fig_dir: Path) -> list[Path]:
         return figures.rank_figure(result, fig_dir)
     if name == "bon":
         return figures.bon_figure(result, fig_dir)
+    if name == "answer_entropy":
+        return figures.answer_entropy_figure(result, fig_dir)
+    if name == "cliff":
+        return figures.cliff_figure(result, fig_dir)
+    if name == "starc":
+        return figures.starc_figure(result, fig_dir)
+    if name == "preference":
+        return figures.preference_figure(result, fig_dir)
     return []
 
 

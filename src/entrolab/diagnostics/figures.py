@@ -1,7 +1,8 @@
 """Figures of the diagnostics report (matplotlib object API, Agg; never pyplot's global state).
 
 Simple line plots reuse :func:`entrolab.report.plots.line_plot`; the support stacked bars, the
-covariance histograms and the law-fit extrapolation are drawn here. Every function takes a
+covariance histograms, the law-fit extrapolation, grouped bars (entropy per model, policy cliff,
+preference consistency) and the STARC heat map are drawn here. Every function takes a
 section's JSON result and returns the written PNG paths (empty when there is nothing to draw).
 """
 
@@ -161,4 +162,74 @@ def bon_figure(section: dict, out: Path) -> list[Path]:
         if t.get("answer_kl_mean") is not None and t.get("reward_mean") is not None:
             lines[f"{label} (answer-level KL)"] = ([t["answer_kl_mean"]], [t["reward_mean"]])
     p = line_plot(lines, out / "bon_kl.png", title="reward vs KL to the base model", xlabel="KL (nats)", ylabel="reward")
+    return [p] if p else []
+
+
+def _bars(groups: dict[str, dict[str, float | None]], path: Path, *, title: str, ylabel: str) -> Path | None:
+    """Grouped bars: one group per outer key, one bar per inner key (None / NaN values left out)."""
+    keys = list(dict.fromkeys(k for g in groups.values() for k in g))
+    if not groups or not keys:
+        return None
+    width = 0.8 / len(keys)
+    fig = Figure(figsize=(max(4.5, 1.4 * len(groups) * max(1, len(keys)) ** 0.5 + 2), 3.6), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for j, key in enumerate(keys):
+        xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(groups))]
+        ys = [g.get(key) for g in groups.values()]
+        keep = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+        if keep:
+            ax.bar([x for x, _ in keep], [y for _, y in keep], width=width, label=key)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(list(groups), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def answer_entropy_figure(section: dict, out: Path) -> list[Path]:
+    """Answer entropy (all / parsed / correct answers) and token entropy per model."""
+    keys = ("answer_entropy", "answer_entropy_parsed", "correct_answer_entropy", "token_entropy")
+    groups = {m: {k: v.get(k) for k in keys} for m, v in section["models"].items()}
+    p = _bars(groups, out / "answer_entropy.png", title="entropy per model (final step)", ylabel="nats")
+    return [p] if p else []
+
+
+def cliff_figure(section: dict, out: Path) -> list[Path]:
+    """Mean and max TV between the δ = 0 run and each perturbed run (TV per unit δ in the label)."""
+    groups = {f"{run}\nδ={r['delta']:g}, TV/δ={r['tv_per_delta']:.3g}": {"TV mean": r["tv_mean"], "TV max": r["tv_max"]}
+              for run, r in section["runs"].items()}
+    p = _bars(groups, out / "cliff.png", title=f"policy cliff: answer-distribution TV to {section['reference']}",
+              ylabel="total variation")
+    return [p] if p else []
+
+
+def starc_figure(section: dict, out: Path) -> list[Path]:
+    """Heat map of pairwise STARC distances (0 = same reward up to shaping and positive scale, max 2)."""
+    names = section["reward_functions"]
+    dist = section["distances"]
+    M = [[0.0 if a == b else dist.get(f"{a} vs {b}", dist.get(f"{b} vs {a}")) for b in names] for a in names]
+    M = [[math.nan if v is None else v for v in row] for row in M]
+    fig = Figure(figsize=(1.0 * len(names) + 2.5, 0.8 * len(names) + 1.8), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(M, vmin=0.0, vmax=2.0, cmap="viridis")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    for i, row in enumerate(M):
+        for j, v in enumerate(row):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 1.0 else "k")
+    fig.colorbar(im, ax=ax)
+    ax.set_title("STARC distance between reward functions")
+    return [_save(fig, out / "starc.png")]
+
+
+def preference_figure(section: dict, out: Path) -> list[Path]:
+    """Cycle rate, share of uncertain pairs and mean disagreement entropy across the reward functions."""
+    keys = ("cycle_rate", "uncertain_frac_mean", "disagreement_entropy_bits_mean")
+    p = _bars({", ".join(section["reward_functions"]): {k: section.get(k) for k in keys}},
+              out / "preference.png", title="preference consistency", ylabel="rate / bits")
     return [p] if p else []

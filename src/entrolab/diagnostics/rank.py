@@ -5,8 +5,14 @@ RLVR" (arXiv 2509.23808); specs/advantages-and-rewards.md §9. ER is the exponen
 entropy of the normalised singular values of the row-centred hidden-state matrix; ERV and ERA are
 its first and second differences along growing prefixes of the response.
 
-Deliberate difference from the upstream code: none in the math; we only compute it as a
-diagnostic (the upstream advantage bonus is disabled by its own default flags, specs §9 pitfall 1).
+Deliberate differences from the released code (hf618/VERL ``metrics_utils.py``), none in the
+prefixes: ER of a one-token response is 1 here (upstream 0; its centred matrix is zero, like any
+matrix of equal rows, which upstream rates 1); a response with fewer than two prefix checkpoints
+gets no ERV/ERA (None), and ERA with a single velocity increment is NaN, where upstream writes 0
+for both (a 0 would pull a run's mean towards 0 for short responses). We compute it as a
+diagnostic only (the upstream advantage bonus is disabled by its own default flags, specs §9
+pitfall 1); ``advantages/effective_rank.py`` is our bonus, and its ``rank/erv``/``rank/era``
+metrics use the same prefixes (tested).
 """
 
 from __future__ import annotations
@@ -38,16 +44,17 @@ def effective_rank(hidden_TD: torch.Tensor) -> float:
 
 
 def effective_rank_dynamics(hidden_TD: torch.Tensor, *, stride: int = 40, max_len: int = 512) -> dict[str, float] | None:
-    """ER, ERV and ERA of one response (specs §9, as in the released code).
+    """ER, ERV and ERA of one response (specs §9, prefixes as in the released code).
 
-    Prefixes H[:t] at t = s, 2s, 3s, … give ER_1, ER_2, …. The velocity increment is
+    On the last ``max_len`` rows h (the whole response when shorter), prefixes h[:t+1] at
+    t = s, 2s, 3s, … < len(h) give ER_1, ER_2, …. The velocity increment is
     d_c = ER_c − mean(ER_1..ER_{c−1}) (deviation from the running mean of earlier checkpoints) and
-    the acceleration increment d²_c = d_c − d_{c−1}; ERV = mean_c d_c, ERA = mean_c d²_c. Responses
-    longer than ``max_len`` use their last ``max_len`` tokens; responses shorter than 2s give None.
+    the acceleration increment d²_c = d_c − d_{c−1}; ERV = mean_c d_c, ERA = mean_c d²_c. ER is over
+    the whole response. Responses shorter than 2s, or with fewer than two checkpoints, give None.
 
     Args:
         hidden_TD: [T, D] hidden states of the response tokens.
-        stride: checkpoint spacing s (upstream default 40).
+        stride: checkpoint spacing s (upstream default 40; 8 suits the testbed's ~40-token responses).
         max_len: longest window used for ERV/ERA (upstream default 512).
     Returns: ``{"er", "erv", "era"}`` (ERA is NaN with only two checkpoints), or None.
     """
@@ -58,7 +65,9 @@ def effective_rank_dynamics(hidden_TD: torch.Tensor, *, stride: int = 40, max_le
     T = h.shape[0]
     if T < 2 * stride:
         return None
-    ers = [effective_rank(h[:t]) for t in range(stride, T + 1, stride)]
+    ers = [effective_rank(h[: t + 1]) for t in range(stride, T, stride)]
+    if len(ers) < 2:
+        return None
     d = [ers[c] - sum(ers[:c]) / c for c in range(1, len(ers))]
     d2 = [d[c] - d[c - 1] for c in range(1, len(d))]
     return {"er": er_full, "erv": sum(d) / len(d), "era": sum(d2) / len(d2) if d2 else math.nan}

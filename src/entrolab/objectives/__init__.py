@@ -1,7 +1,8 @@
 """Policy objectives: surrogates, token weights, aggregations, regularizers and controllers.
 
 Importing this package registers every built-in objective component. ``temperature`` holds the
-AEPO/DCPO math, which is not registered until the trainer can run extra temperature passes.
+AEPO/DCPO math; ``temperature_control`` registers them as advantage estimators (``aepo``, ``dcpo``)
+that use the trainer's extra-sampling and extra-scoring hooks.
 """
 
 from entrolab.objectives import (  # noqa: F401
@@ -17,5 +18,6 @@ from entrolab.objectives import (  # noqa: F401
     steer,
     surrogates,
     temperature,
+    temperature_control,
     weights,
 )

@@ -55,10 +55,15 @@ def kl_estimate(
 class KLToRef:
     """Per-token KL penalty β·k(π_θ, π_ref) added to the loss (k1/k2/k3 estimator).
 
+    Per-sequence weights: when the batch carries ``extras["kl_weight_B"]`` (written by the
+    ``ares_hwe`` shaper with ``dynamic_kl``: β_d·relax per response, ARES arXiv 2510.08457), the
+    token penalty is β·w_b·k_t, so ``beta: 1.0`` applies ARES's per-bucket coefficients as they are.
+
     Args:
         beta: coefficient β (GRPO used 0.04; TRL now defaults to 0, verl ``kl_loss_coef`` 0.001).
         estimator: ``k1``, ``k2`` or ``k3`` (default, as verl ``low_var_kl`` and TRL).
-    Metrics: ``kl/ref`` (mean of the chosen estimator over valid tokens, before β).
+    Metrics: ``kl/ref`` (mean of the chosen estimator over valid tokens, before β and the weights);
+    with weights also ``kl/weight_mean`` (mean w_b over the micro-batch's sequences).
     """
 
     requires = frozenset({"ref_logp"})
@@ -74,4 +79,13 @@ class KLToRef:
             raise ValueError("kl_to_ref needs ref_logp_BT (requires={'ref_logp'}); the trainer did not provide it")
         mask_BT = as_bool_mask(inp.mask_BT)
         kl_BT = kl_estimate(inp.logp_BT, inp.ref_logp_BT, estimator=self.estimator)
-        return zero_invalid(self.beta * kl_BT, mask_BT), {"kl/ref": fmean(kl_BT, mask_BT)}
+        metrics = {"kl/ref": fmean(kl_BT, mask_BT)}
+        weight_B = inp.extras.get("kl_weight_B")
+        if weight_B is None:
+            return zero_invalid(self.beta * kl_BT, mask_BT), metrics
+        if weight_B.shape != kl_BT.shape[:1]:
+            raise ValueError(f"kl_to_ref: extras['kl_weight_B'] has shape {tuple(weight_B.shape)}, "
+                             f"expected ({kl_BT.shape[0]},) (one weight per sequence)")
+        weight_B = weight_B.detach().to(kl_BT)
+        metrics["kl/weight_mean"] = float(weight_B.mean()) if weight_B.numel() else 0.0
+        return zero_invalid(self.beta * weight_B[:, None] * kl_BT, mask_BT), metrics

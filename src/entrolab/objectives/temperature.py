@@ -1,15 +1,14 @@
 """Sampling-side entropy control (AEPO, DCPO): the math, as pure functions and a controller.
 
-Not registered: both methods need the trainer to run an extra pass at another temperature
-(AEPO samples a side batch at T; DCPO scores the main batch at T). Until the trainer has that
-hook these are the tested building blocks (see docs/methods/aepo.md and dcpo.md).
+The registered components that use it (the ``aepo`` and ``dcpo`` advantage estimators, which drive
+the trainer's extra sampling / extra scoring hooks) are in ``temperature_control.py``.
 
 * AEPO — "Arbitrary Entropy Policy Optimization: Entropy Is Controllable in Reinforcement
   Fine-tuning", arXiv 2510.08141: ∇J = ∇J_GRPO + α·E_{o~π^T}[∇log π_θ(o)·R], T = T_high when the
   measured entropy H ≤ H_target, else T_low; the side batch keeps the samples whose group
   advantage exceeds 0.05, with advantage +1 (positive-only REINFORCE).
 * DCPO — "Distribution-Centric Policy Optimization Dominates Exploration-Exploitation
-  Trade-off" (arXiv id not checked): Ã = (1 − α)·A + α·b·ρ with ρ = π_old^T(o)/π_old(o),
+  Trade-off", arXiv 2601.12730: Ã = (1 − α)·A + α·b·ρ with ρ = π_old^T(o)/π_old(o),
   b = 1 for correct responses, α₀ = min(|H_target − H|, 0.1), α₁ = α₀/p_correct, α = α₁/(1 + α₁).
 """
 

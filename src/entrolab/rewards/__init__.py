@@ -14,6 +14,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     likelihood,
     par,
     pear,
+    perturb,
     reward_model,
     segments,
     spurious,

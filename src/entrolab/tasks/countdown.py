@@ -33,7 +33,7 @@ from entrolab.tasks import enumeration
 from entrolab.tasks.expr import ALIASES, ExprError, parse, steps
 from entrolab.types import Prompt, Verdict
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "sft")
 _PROMPT_RE = re.compile(r"(\d+(?: \d+)*)>(\d+):")
 # Characters that prompts and completions use for their own structure; the marker may not
 # contain any of them (or an operator alias), or splitting a completion would be ambiguous.
@@ -90,8 +90,10 @@ class Countdown:
     uniform in [min_target, max_target]; a draw is kept when its (number multiset, target)
     was not drawn before and it has between min_solutions and max_solutions distinct
     canonical solutions. The first n_test kept problems form ``test``, the next n_validation
-    ``validation``, the rest ``train``, so splits are disjoint and ``test`` does not depend on
-    the other sizes. Ids are ``<split>-<index:05d>``.
+    ``validation``, then ``train``, then ``sft``, so splits are disjoint and ``test`` does not
+    depend on the other sizes. Ids are ``<split>-<index:05d>``. The optional ``sft`` split holds
+    the problems a testbed base model imitates, so RL on ``train`` sees problems the base model
+    never saw demonstrated (as in real RLVR) instead of re-rewarding memorised ones.
 
     Args (keyword-only):
         seed: seed of the problem stream.
@@ -99,7 +101,7 @@ class Countdown:
         min_operand, max_operand: range of the given numbers.
         min_target, max_target: range of the targets.
         min_solutions, max_solutions: accepted range of the number of canonical solutions.
-        n_train, n_validation, n_test: split sizes.
+        n_train, n_validation, n_test, n_sft: split sizes (``n_sft`` = 0: no ``sft`` split).
         demo_skew: Zipf exponent for choosing which solution a demonstration shows, over the
             solutions sorted as strings (rank 0 = smallest string); 0 = uniform.
         answer_marker: separates scratchpad and answer.
@@ -112,7 +114,7 @@ class Countdown:
     def __init__(self, *, seed: int = 0, min_numbers: int = 3, max_numbers: int = 4,
                  min_operand: int = 1, max_operand: int = 9, min_target: int = 10,
                  max_target: int = 60, min_solutions: int = 1, max_solutions: int = 24,
-                 n_train: int = 2000, n_validation: int = 200, n_test: int = 200,
+                 n_train: int = 2000, n_validation: int = 200, n_test: int = 200, n_sft: int = 0,
                  demo_skew: float = 1.0, answer_marker: str = "#", max_answer_chars: int = 64,
                  max_depth: int = 8):
         self.seed = _int("seed", seed, 0)
@@ -125,7 +127,7 @@ class Countdown:
         self.min_solutions = _int("min_solutions", min_solutions, 1)
         self.max_solutions = _int("max_solutions", max_solutions, min_solutions)
         self.sizes = {"train": _int("n_train", n_train, 0), "validation": _int("n_validation", n_validation, 0),
-                      "test": _int("n_test", n_test, 0)}
+                      "test": _int("n_test", n_test, 0), "sft": _int("n_sft", n_sft, 0)}
         if isinstance(demo_skew, bool) or not isinstance(demo_skew, (int, float)) \
                 or not math.isfinite(demo_skew) or demo_skew < 0:
             raise ValueError(f"countdown: demo_skew must be a finite number >= 0, got {demo_skew!r}")
@@ -155,7 +157,7 @@ class Countdown:
 
     def _generate(self) -> dict[str, list[Prompt]]:
         rng = random.Random(self.seed)
-        order = ("test", "validation", "train")
+        order = ("test", "validation", "train", "sft")
         total = sum(self.sizes.values())
         kept: list[tuple[tuple[int, ...], int]] = []
         seen: set[tuple[tuple[int, ...], int]] = set()
