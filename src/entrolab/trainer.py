@@ -165,7 +165,8 @@ class Trainer:
                            top_p=r.top_p, max_new_tokens=r.max_new_tokens, generator=self.generator,
                            prompt_texts=texts)
         batch.step = self.step
-        batch.extras["sampling_temperature_B"] = torch.full((batch.batch_size,), float(temperature))
+        batch.extras["sampling_temperature_B"] = torch.full((batch.batch_size,), float(temperature),
+                                                            dtype=torch.float64)
         return batch
 
     def score(self, batch: RolloutBatch) -> None:

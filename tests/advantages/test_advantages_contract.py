@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import entrolab.advantages  # noqa: F401
+import entrolab.objectives  # noqa: F401  (registers aepo, dcpo)
 from entrolab.registry import ADVANTAGES
+from entrolab.types import logp_at_temperature_key
 
 NAMES = ADVANTAGES.names()
 # Estimators whose value for a sequence depends only on its group's multiset of (reward, metric) —
@@ -22,8 +24,11 @@ def edge_batches(make_batch):
         ent = torch.rand(len(rewards), T, generator=gen)
         hid = torch.randn(len(rewards), T, 4, generator=gen)
         texts = ["x" * max(0, n - 1) for n in lengths]  # char-level: length − EOS
-        return make_batch(rewards, gid, lengths=lengths, T=T, texts=texts, entropy_BT=ent, hidden_BTD=hid,
-                          answers=answers or [str(r) for r in rewards])
+        b = make_batch(rewards, gid, lengths=lengths, T=T, texts=texts, entropy_BT=ent, hidden_BTD=hid,
+                       answers=answers or [str(r) for r in rewards])
+        for tau in (0.8, 1.2):  # what dcpo's scoring_temperatures hook makes the trainer compute
+            b.extras[logp_at_temperature_key(tau)] = -torch.rand(len(rewards), T, generator=gen)
+        return b
 
     return {
         "all_equal": mk([1.0] * 4, [0, 0, 1, 1], [6, 5, 4, 3]),

@@ -55,6 +55,16 @@ def test_kl_divergence_infinite_off_support():
     assert kl_divergence(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == math.inf
 
 
+def test_best_of_one_kl_is_exactly_zero_and_tilt_accepts_it():
+    """Regression (seen on the policy-cliff eval: 64 samples, 15 correct): BoN with N = 1 is p itself,
+    but the float sum Σ q log(q/p) came out as −6.8e-16 and tilted_at_kl refused the negative KL."""
+    r = torch.tensor([1.0] * 15 + [0.0] * 49, dtype=torch.float64)
+    p = torch.full_like(r, 1 / 64)
+    kl = kl_divergence(bon_distribution(p, r, 1), p)
+    assert kl == 0.0
+    assert tilted_at_kl(r.tolist(), kl)["reward"] == pytest.approx(15 / 64)
+
+
 def test_bon_expected_reward_matches_subset_enumeration():
     rewards = [0.3, 1.0, 0.0, 0.7, 0.7, 0.2]
     for n in range(1, 7):

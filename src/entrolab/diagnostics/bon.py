@@ -64,12 +64,16 @@ def bon_distribution(p_Y: torch.Tensor, r_Y: torch.Tensor, N: int) -> torch.Tens
 
 
 def kl_divergence(q_Y: torch.Tensor, p_Y: torch.Tensor) -> float:
-    """KL(q ‖ p) = Σ q log(q/p) over q > 0 (inf where q > 0 = p)."""
+    """KL(q ‖ p) = Σ q log(q/p) over q > 0 (inf where q > 0 = p); never negative.
+
+    KL ≥ 0 (Gibbs), but when q equals p up to rounding (best-of-1, or a prompt whose samples all tie)
+    the float sum can come out as −1e-16; we return 0 then, so callers can require kl ≥ 0.
+    """
     q, p = q_Y.double(), p_Y.double()
     on = q > 0
     if (p[on] <= 0).any():
         return math.inf
-    return float((q[on] * (q[on].log() - p[on].log())).sum())
+    return max(0.0, float((q[on] * (q[on].log() - p[on].log())).sum()))
 
 
 def bon_kl_exact(p_Y: torch.Tensor, r_Y: torch.Tensor, N: int) -> float:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The testbed studies of docs/results/*.md. Every run starts from the demo's cached Countdown base
+# model (built on first use), with the demo's GRPO settings applied to every recipe.
+# Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENTROLAB=${ENTROLAB:-.venv/bin/entrolab}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+COMMON=(optim.lr=1e-4 train.steps=50 train.save_every=0 train.dump_rollouts_every=0 eval.num_prompts=64 eval.n_samples=64)
+r() { for n in "$@"; do echo "recipes/$n.yaml"; done; }
+case "${1:?which study}" in
+  entropy)
+    $ENTROLAB sweep $(r grpo reinforce clip_higher dr_grpo gspo cispo clip_cov kl_cov steer clip_b clip_v \
+      top_entropy_quantile perplexity_position entropy_bonus adaptive_entropy kl_to_ref siren epo safe_kl aepo dcpo) \
+      --seeds 0 1 2 --out runs/study-entropy --quiet --set "${COMMON[@]}" ;;
+  advantages)
+    $ENTROLAB sweep $(r grpo dr_grpo rloo reinforce_pp reinforce_pp_baseline gaussian canon riskpo copo empg effective_rank) \
+      --seeds 0 1 2 --out runs/study-advantages --quiet --set "${COMMON[@]}" ;;
+  hacking)
+    $ENTROLAB sweep $(r grpo near_miss par ensemble ensemble_uwo near_miss_kl) \
+      --seeds 0 1 2 --out runs/study-hacking --quiet --set "${COMMON[@]}" ;;
+  spurious)
+    $ENTROLAB sweep $(r grpo spurious spurious_noclip) \
+      --seeds 0 1 2 --out runs/study-spurious --quiet --set "${COMMON[@]}" ;;
+  *) echo "unknown study $1" >&2; exit 2 ;;
+esac
