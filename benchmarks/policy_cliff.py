@@ -2,7 +2,8 @@
 
 "The Policy Cliff" (Xu, arXiv 2507.20150); docs/diagnostics.md, section "Policy cliff on the testbed".
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/policy_cliff.py [--steps 10] [--deltas 0.01] [--out runs/policy_cliff]
+Usage: OMP_NUM_THREADS=1 python benchmarks/policy_cliff.py [--steps 10] [--deltas 0.01 ...]
+       [--advantage grpo] [--out runs/policy_cliff]
 
 1. The demo's base model (``entrolab.demo``: cached under ``$ENTROLAB_CACHE``, built by SFT if missing).
 2. For δ in {0, *deltas}: the demo GRPO recipe with reward terms ``verifier`` + ``perturbed`` (δ·u, u a
@@ -31,8 +32,9 @@ from pathlib import Path
 import torch
 
 
-def cliff_recipe(delta: float, *, base: Path, steps: int, seed: int, perturb_seed: int, out: Path):
-    """The demo GRPO recipe, ``steps`` steps, reward = verifier + perturbed(δ)."""
+def cliff_recipe(delta: float, *, base: Path, steps: int, seed: int, perturb_seed: int, out: Path,
+                 advantage: str = "grpo"):
+    """The demo GRPO recipe (advantage estimator swappable), ``steps`` steps, reward = verifier + perturbed(δ)."""
     from entrolab.config import load_recipe
     from entrolab.demo import DEMO_RECIPE
 
@@ -42,6 +44,7 @@ def cliff_recipe(delta: float, *, base: Path, steps: int, seed: int, perturb_see
     data["rewards"] = {"terms": [{"name": "verifier", "weight": 1.0},
                                  {"name": "perturbed", "weight": 1.0, "delta": delta, "seed": perturb_seed}]}
     data["train"] = dict(data["train"], steps=steps, save_every=0)
+    data["advantage"] = {"name": advantage}
     return load_recipe(data)
 
 
@@ -78,6 +81,8 @@ def main() -> None:
     ap.add_argument("--deltas", type=float, nargs="+", default=[0.01])
     ap.add_argument("--seed", type=int, default=0, help="training (and eval sampling) seed of every run")
     ap.add_argument("--perturb-seed", type=int, default=0, help="hash seed of the perturbation u")
+    ap.add_argument("--advantage", default="grpo",
+                    help="advantage estimator of every run (e.g. dr_grpo: no division by the group std)")
     ap.add_argument("--out", type=Path, default=Path("runs/policy_cliff"))
     args = ap.parse_args()
     if any(d == 0 for d in args.deltas):
@@ -103,7 +108,7 @@ def main() -> None:
     base = build_base_model(cache_dir() / "bases" / "countdown", task, progress=True, **DEMO_SFT)
     timings["base_model_s"] = time.perf_counter() - t0
     recipes = {d: cliff_recipe(d, base=base, steps=args.steps, seed=args.seed, perturb_seed=args.perturb_seed,
-                               out=out) for d in deltas}
+                               out=out, advantage=args.advantage) for d in deltas}
 
     evals: dict[str, Path] = {}
     finals: dict[float, Path] = {}
@@ -128,8 +133,8 @@ def main() -> None:
     t0 = time.perf_counter()
     evals["base"] = evaluate_model(base, ref, label="base", out=out / "eval" / "base.json", progress=False)
     reseeded = ref.model_copy(update={"seed": args.seed + 1000})
-    noise_path = evaluate_model(finals[0.0], reseeded, label="delta_0_reseed", out=out / "noise" / "delta_0_reseed.json",
-                                progress=False)
+    noise_path = evaluate_model(finals[0.0], reseeded, label="delta_0_reseed",
+                                out=out / "noise" / "delta_0_reseed.json", progress=False)
     timings["eval_base_and_noise_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -139,7 +144,8 @@ def main() -> None:
     loaded = {k: load_eval(p) for k, p in evals.items()}
     w_base, w_ref = weights(base), weights(finals[0.0])
     summary = {
-        "settings": {"steps": args.steps, "deltas": args.deltas, "seed": args.seed, "perturb_seed": args.perturb_seed,
+        "settings": {"steps": args.steps, "advantage": args.advantage, "deltas": args.deltas, "seed": args.seed,
+                     "perturb_seed": args.perturb_seed,
                      "base_model": str(base), "eval": ref.eval.model_dump(mode="json"),
                      "rollout": ref.rollout.model_dump(mode="json")},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -150,7 +156,8 @@ def main() -> None:
         "pass@1": {k: v["summary"].get("pass@1") for k, v in loaded.items()},
         "adv_zero_frac": {recipes[d].name: mean_metric(out / recipes[d].name, "adv/zero_frac") for d in deltas},
         "weight_distance": {"base_to_delta_0": distance(w_base, w_ref),
-                            **{f"delta_0_to_{recipes[d].name}": distance(w_ref, weights(finals[d])) for d in args.deltas}},
+                            **{f"delta_0_to_{recipes[d].name}": distance(w_ref, weights(finals[d]))
+                               for d in args.deltas}},
         "timings_s": {**timings, "total_s": time.perf_counter() - t_start},
     }
     (out / "policy_cliff.json").write_text(json.dumps(summary, indent=1))

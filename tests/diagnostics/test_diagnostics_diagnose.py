@@ -182,3 +182,20 @@ def test_every_section_with_data_has_a_plot(tmp_path):
         assert pngs and all(p.stat().st_size > 0 for p in pngs), name
         n_png += len(pngs)
     assert html.read_text().count("<img") == n_png
+
+
+def test_cli_diagnose_writes_report_and_names_bad_line(tmp_path, capsys):
+    """`entrolab diagnose <rollouts> --out DIR --seed S` writes the report; a malformed line exits 1
+    with `<file>:<line>:` on stderr (no traceback)."""
+    from entrolab.cli import main
+
+    recs = make_samples("base", [0], seed=0, full=False) + make_samples("rl", [2], seed=1, full=False)
+    path = write(tmp_path / "r.jsonl", recs)
+    assert main(["diagnose", str(path), "--out", str(tmp_path / "out"), "--seed", "1", "--base", "base"]) == 0
+    report = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
+    assert report["inputs"]["seed"] == 1 and report["inputs"]["base"] == "base"
+    assert "diagnostics:" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text().splitlines()[0] + "\n{\"prompt_id\": 1,\n")
+    assert main(["diagnose", str(bad), "--out", str(tmp_path / "o2")]) == 1
+    assert "bad.jsonl:2:" in capsys.readouterr().err

@@ -46,6 +46,27 @@ def test_records_cut_padding_and_carry_fields(tmp_path):
     assert path.read_text().count("\n") == 4
 
 
+def test_reward_delta_from_the_perturbed_term_reaches_the_records(tmp_path):
+    """A batch scored by the `perturbed` term carries extras['reward_delta'] = δ; its records (and a
+    δ = 0 run's) then feed the policy-cliff section without passing reward_delta by hand."""
+    from entrolab.diagnostics.sections_models import cliff_section
+    from entrolab.registry import REWARDS
+
+    recs = []
+    for run, delta in (("ref", 0.0), ("pert", 0.05)):
+        batch = make_batch()
+        REWARDS.build("perturbed", {"delta": delta})(batch, None)
+        assert batch.extras["reward_delta"] == delta
+        recs += batch_records(batch, run=run)
+    assert {r["reward_delta"] for r in recs} == {0.0, 0.05}
+    assert batch_records(make_batch(), run="x", reward_delta=0.2)[0]["reward_delta"] == 0.2
+    assert "reward_delta" not in batch_records(make_batch(), run="x")[0]
+    append_rollouts(tmp_path / "r.jsonl", recs)
+    result, reason = cliff_section(load_dataset([tmp_path / "r.jsonl"]))
+    # identical samples in both runs -> TV 0
+    assert reason is None and result["runs"]["pert"]["tv_mean"] == 0.0 and result["reference"] == "ref"
+
+
 def test_unverified_batch_is_refused():
     batch = make_batch()
     batch.verdicts = None
@@ -78,7 +99,8 @@ def test_hidden_states_give_effective_rank_records_and_the_rank_section(tmp_path
         rewards_B=torch.tensor([1.0, 0.0]), step=7)
     recs = batch_records(batch, run="rank", rank_stride=2)
     expect = effective_rank_dynamics(hidden[0, :7].double(), stride=2)
-    assert (recs[0]["er"], recs[0]["erv"], recs[0]["era"]) == pytest.approx((expect["er"], expect["erv"], expect["era"]))
+    got = (recs[0]["er"], recs[0]["erv"], recs[0]["era"])
+    assert got == pytest.approx((expect["er"], expect["erv"], expect["era"]))
     assert recs[1]["er"] == pytest.approx(2.0) and "erv" not in recs[1] and "era" not in recs[1]
     assert "er" not in batch_records(make_batch(), run="no_hidden")[0]
 
@@ -86,8 +108,8 @@ def test_hidden_states_give_effective_rank_records_and_the_rank_section(tmp_path
     result, reason = rank_section(load_dataset([tmp_path / "run"]))
     assert reason is None
     er, erv = result["runs"]["rank"]["er"], result["runs"]["rank"]["erv"]
-    assert er == [{"step": 7, "mean": pytest.approx((expect["er"] + 2.0) / 2), "std": pytest.approx(abs(expect["er"] - 2.0) / 2),
-                   "count": 2}]
+    assert er == [{"step": 7, "mean": pytest.approx((expect["er"] + 2.0) / 2),
+                   "std": pytest.approx(abs(expect["er"] - 2.0) / 2), "count": 2}]
     assert erv[0]["count"] == 1 and erv[0]["mean"] == pytest.approx(expect["erv"])
 
 

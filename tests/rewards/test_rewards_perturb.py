@@ -68,6 +68,7 @@ def test_registered_term_on_a_batch(make_batch):
     assert v[2] == pytest.approx(0.1 * perturbation_unit("p1", None), rel=1e-6)
     assert v[3] != v[2]
     assert metrics["reward/perturbed_abs_mean"] == pytest.approx(float(values.abs().mean()))
+    assert b.extras["reward_delta"] == 0.1  # recorded for the rollout dump (diagnostics)
     assert torch.equal(values, perturbation(["p0", "p0", "p1", "p1"], ["1+2", "1+2", None, "7"], delta=0.1))
     assert torch.equal(REWARDS.build("perturbed", {"delta": -0.1})(b, None)[0], -values)
 

@@ -50,7 +50,8 @@ def batch_records(
         phase_split_B: per sequence, the token index where the answer section starts (None = none).
         policy_logp_BT: [B, T] log-probs under the updated policy, for the clipping section.
         difficulty: prompt → difficulty bucket (default ``prompt.meta["difficulty"]``).
-        reward_delta: size of the reward perturbation this run trains with (policy cliff), or None.
+        reward_delta: size of the reward perturbation this run trains with (policy cliff); None reads
+            ``batch.extras["reward_delta"]``, which the ``perturbed`` reward term sets (absent: none).
         rank_stride: prefix spacing s of ERV/ERA; 8 matches ``recipes/effective_rank.yaml`` (testbed
             responses are ~40 tokens; upstream uses 40 for ~1500-token responses).
         rank_max_len: window (last tokens) of ERV/ERA, upstream default 512.
@@ -60,6 +61,8 @@ def batch_records(
     B = batch.batch_size
     if phase_split_B is not None and len(phase_split_B) != B:
         raise ValueError(f"phase_split_B has {len(phase_split_B)} entries for {B} sequences")
+    if reward_delta is None:
+        reward_delta = batch.extras.get("reward_delta")
     lengths = batch.mask_BT.sum(-1).tolist()
     solutions: dict[int, list[str] | None] = {}
 

@@ -75,7 +75,9 @@ class PerturbedReward:
 
     Used by the policy-cliff experiment (benchmarks/policy_cliff.py, docs/diagnostics.md): train once
     with ``delta: 0`` and once with a small δ, from the same seed, and compare the two policies. Needs
-    verdicts (computed with ``task.verify`` if missing). Logs ``reward/perturbed_abs_mean``.
+    verdicts (computed with ``task.verify`` if missing). Logs ``reward/perturbed_abs_mean``. Sets
+    ``batch.extras["reward_delta"] = delta``, so the run's rollout dump records δ for ``diagnose``
+    (the configured δ: with a term weight w ≠ 1 the reward moves by w·δ).
     """
 
     def __init__(self, *, delta: float = 0.01, seed: int = 0):
@@ -87,4 +89,5 @@ class PerturbedReward:
         verdicts = ensure_verdicts(batch, task)
         ids = [batch.prompts[int(g)].id for g in batch.group_id_B.tolist()]
         values_B = perturbation(ids, [v.answer for v in verdicts], delta=self.delta, seed=self.seed)
+        batch.extras["reward_delta"] = self.delta  # read by diagnostics.from_batch.batch_records
         return values_B, {"reward/perturbed_abs_mean": float(values_B.abs().mean()) if values_B.numel() else 0.0}
