@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from entrolab.sweep import summarize_sweep
+
 
 def train_lines(run_dir: Path) -> list[dict]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -70,7 +72,11 @@ def main() -> None:
     ap.add_argument("--final", nargs="*", default=[])
     args = ap.parse_args()
     sweep = Path(args.sweep)
-    print((sweep / "summary.md").read_text() if (sweep / "summary.md").exists() else "(no summary.md yet)")
+    runs: dict[str, list[Path]] = defaultdict(list)
+    for run in sorted(p for p in sweep.iterdir() if (p / "eval" / "final.json").exists()):
+        runs[run.name.rsplit("-s", 1)[0]].append(run)
+    order = sorted(runs, key=lambda m: (m != "grpo", m))  # the baseline first: costs are relative to it
+    print(summarize_sweep({m: runs[m] for m in order}) + "\n")
     print(base_row(sweep) + "\n")
     if args.final:
         print(final_eval_table(sweep, args.final) + "\n")

@@ -17,13 +17,21 @@ from typing import Any
 COLUMNS = [
     ("eval/pass@1", "pass@1"), ("eval/pass@64", "pass@64"), ("eval/answer_entropy", "answer H"),
     ("eval/token_entropy", "token H (eval)"), ("policy/entropy", "train H (last)"),
-    ("policy/clipfrac", "clip/mask frac"), ("time/step_s", "s/step"),
+    ("policy/clipfrac", "clip frac"), ("policy/maskfrac", "mask/select frac"), ("time/step_s", "s/step"),
 ]
 
 
 def _last(lines: list[dict[str, Any]], key: str) -> float | None:
     vals = [x[key] for x in lines if key in x and "eval/pass@1" not in x]
     return vals[-1] if vals else None
+
+
+def _is_mask_frac(key: str) -> bool:
+    """Fraction of tokens a token weight/mask or covariance selection touched (per method's own metric)."""
+    if key.startswith("weight/") and key.endswith("_frac"):
+        return True
+    return key in ("policy/cov_detached_frac", "policy/cov_selected_frac") or (
+        key.startswith("entropy/") and key.endswith("selected_frac"))
 
 
 def run_metrics(run_dir: Path) -> dict[str, float]:
@@ -38,9 +46,9 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
         # the time of the first step includes warm-up allocations; leave it out when we can
         times = [x["time/step_s"] for x in (train[1:] or train)]
         out["time/step_s"] = statistics.mean(times)
-        fracs = [sum(v for k, v in x.items() if ("clipfrac" in k or "mask_frac" in k) and isinstance(v, float))
-                 for x in train]
-        out["policy/clipfrac"] = statistics.mean(fracs)
+        out["policy/clipfrac"] = statistics.mean(sum(v for k, v in x.items() if k.startswith("policy/clipfrac"))
+                                                 for x in train)
+        out["policy/maskfrac"] = statistics.mean(sum(v for k, v in x.items() if _is_mask_frac(k)) for x in train)
     return out
 
 
