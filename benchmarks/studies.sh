@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The testbed studies of docs/results/*.md. Every run starts from the demo's cached Countdown base
 # model (built on first use), with the demo's GRPO settings applied to every recipe.
-# Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious
+# Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious|spurious-offpolicy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTROLAB=${ENTROLAB:-.venv/bin/entrolab}
@@ -22,5 +22,9 @@ case "${1:?which study}" in
   spurious)
     $ENTROLAB sweep $(r grpo spurious spurious_noclip) \
       --seeds 0 1 2 --out runs/study-spurious --quiet --set "${COMMON[@]}" ;;
+  spurious-offpolicy)  # 4 passes over each batch in mini-batches of 32: the clip range is actually reached
+    $ENTROLAB sweep $(r grpo spurious spurious_noclip) \
+      --seeds 0 1 2 --out runs/study-spurious-offpolicy --quiet \
+      --set "${COMMON[@]}" train.updates_per_batch=4 train.mini_batch_size=32 ;;
   *) echo "unknown study $1" >&2; exit 2 ;;
 esac
