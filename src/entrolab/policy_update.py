@@ -150,6 +150,19 @@ def update_policy(
                 loss_total += float(loss.detach())
                 share = float(batch.mask_BT[idx_U].sum()) / max(num_tokens, 1.0)
                 means.add(metrics, weight=share)
+            # Auxiliary losses of components (e.g. the likelihood reward's explicit ∇R_θ term), once per
+            # mini-batch: ``auxiliary_loss(batch, idx_M) -> (loss or None, metrics)``.
+            for _, comp in comps.keyed():
+                aux = getattr(comp, "auxiliary_loss", None)
+                if callable(aux):
+                    with amp:
+                        aux_loss, m = aux(batch, idx_M)
+                    if aux_loss is not None:
+                        if not torch.isfinite(aux_loss):
+                            raise NonFiniteError(f"non-finite auxiliary loss at step {batch.step}")
+                        aux_loss.backward()
+                        loss_total += float(aux_loss.detach())
+                        means.add(m)
             clip = settings.grad_clip if settings.grad_clip is not None else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             if not torch.isfinite(grad_norm):

@@ -86,6 +86,8 @@ class Trainer:
         for _, obj in self.comps.keyed():
             if callable(getattr(obj, "set_scorer", None)):
                 obj.set_scorer(make_logprob_scorer(self.model, self.tokenizer, temperature=recipe.rollout.temperature))
+            if callable(getattr(obj, "bind_policy", None)):  # components with a loss term of their own
+                obj.bind_policy(self.model, self.tokenizer)
 
         o = recipe.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,

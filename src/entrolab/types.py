@@ -32,6 +32,11 @@ Optional hooks any component may define (the trainer calls them without knowing 
 * **Extra scoring temperatures**: ``scoring_temperatures(*, step) -> tuple[float, ...]``. Before
   rewards and advantages the trainer stores, for each τ asked for, the log-probs of the sampled
   tokens under logits / τ (no grad) in ``extras[logp_at_temperature_key(τ)]`` (``"logp_at_T1.2_BT"``).
+* **Policy access**: ``set_scorer(scorer)`` receives a no-grad scorer of continuations under the
+  current policy; ``bind_policy(model, tokenizer)`` receives the live policy itself.
+* **Auxiliary loss**: ``auxiliary_loss(batch, idx_M) -> (loss or None, metrics)`` is called once per
+  mini-batch (rows ``idx_M``) and its loss is back-propagated into the same optimizer step (e.g. the
+  likelihood reward's explicit SFT-like term, Lemma 1 of arXiv 2602.03979).
 
 Per-row extras: an ``extras`` entry whose name ends in ``_B``, ``_BT`` or ``_BTD`` and whose value
 is a tensor with one row per sequence (``kl_weight_B``, ``policy_logp_BT``) is row data:

@@ -149,14 +149,38 @@ class LikelihoodReward:
 
     Reference answers come from ``prompt.meta[answer_key]`` or else the first of
     ``task.solutions(prompt)``. Needs a scorer (``set_scorer``) or ``batch.extras["logprob_scorer"]``.
-    Logs ``likelihood/mean_answer_logp`` (mean sequence log-prob of a*).
+    The explicit SFT-like gradient term (Lemma 1) is added by the policy update through
+    ``auxiliary_loss`` (weight ``sft_coef``). Logs ``likelihood/mean_answer_logp`` (mean sequence
+    log-prob of a*) and ``likelihood/sft_loss``.
     """
 
-    def __init__(self, *, form: str = "logprob", answer_key: str = "answer"):
+    def __init__(self, *, form: str = "logprob", answer_key: str = "answer", sft_coef: float = 1.0):
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        self.form, self.answer_key = form, answer_key
+        if not sft_coef >= 0:
+            raise ValueError(f"sft_coef must be >= 0, got {sft_coef}")
+        self.form, self.answer_key, self.sft_coef = form, answer_key, float(sft_coef)
         self.scorer: Scorer | None = None
+        self.model = self.tokenizer = None
+
+    def bind_policy(self, model, tokenizer) -> None:
+        """Bind the live policy (called by the trainer) for the explicit SFT-like term."""
+        self.model, self.tokenizer = model, tokenizer
+
+    def auxiliary_loss(self, batch: RolloutBatch, idx_M: torch.Tensor) -> tuple[torch.Tensor | None, Metrics]:
+        """Lemma 1's second term for the mini-batch rows ``idx_M``: ``sft_coef · likelihood_sft_loss``.
+
+        The mean is over the mini-batch's samples, so over a rollout batch it matches the paper's
+        ``E_z[∇R_θ(z)]``; ``sft_coef = 0`` drops it (reward-only REINFORCE, the ablation).
+        """
+        pairs, weights = batch.extras.get("likelihood/pairs"), batch.extras.get("likelihood/weights")
+        if self.sft_coef == 0 or pairs is None or self.model is None:
+            return None, {}
+        rows = idx_M.tolist()
+        prefixes, answers = zip(*[pairs[i] for i in rows])
+        tok_logps = continuation_logps(self.model, self.tokenizer, prefixes, answers, temperature=batch.temperature)
+        loss = self.sft_coef * likelihood_sft_loss(tok_logps, [weights[i] for i in rows])
+        return loss, {"likelihood/sft_loss": float(loss.detach())}
 
     def set_scorer(self, scorer: Scorer) -> None:
         """Bind the function that scores continuations under the current policy (called by the trainer)."""
