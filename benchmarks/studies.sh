@@ -11,7 +11,7 @@ r() { for n in "$@"; do echo "recipes/$n.yaml"; done; }
 case "${1:?which study}" in
   entropy)
     $ENTROLAB sweep $(r grpo reinforce clip_higher dr_grpo gspo cispo clip_cov kl_cov steer clip_b clip_v \
-      top_entropy_quantile perplexity_position entropy_bonus adaptive_entropy kl_to_ref siren epo safe_kl aepo dcpo) \
+      top_entropy_quantile perplexity_position entropy_bonus adaptive_entropy kl_to_ref kl_in_reward siren epo safe_kl aepo dcpo) \
       --seeds 0 1 2 --out runs/study-entropy --quiet --set "${COMMON[@]}" ;;
   advantages)
     $ENTROLAB sweep $(r grpo dr_grpo rloo reinforce_pp reinforce_pp_baseline gaussian canon riskpo copo empg effective_rank) \
