@@ -24,6 +24,7 @@ from entrolab import checkpoint as ckpt
 from entrolab.components import Components, build_components
 from entrolab.config import Recipe
 from entrolab.models.forward import completion_stats
+from entrolab.batch_logging import batch_metrics, dump_rollouts
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
@@ -277,56 +278,16 @@ class Trainer:
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.step += 1
-        metrics.update(self._batch_metrics(batch))
+        metrics.update(batch_metrics(batch))
         dt = time.perf_counter() - t0
         metrics.update({"time/step_s": dt, "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1,
                         "time/tokens_per_s": float(batch.mask_BT.sum()) / dt})
         self.comps.on_step_end(metrics)
         every = self.recipe.train.dump_rollouts_every
         if every and self.step % every == 0:
-            self.dump_rollouts(update_batch)
+            dump_rollouts(self.run_dir / "rollouts.jsonl", update_batch, task=self.task,
+                          tokenizer=self.tokenizer, run=self.recipe.name)
         return metrics
-
-    def dump_rollouts(self, batch: RolloutBatch) -> None:
-        """Append this update batch to ``rollouts.jsonl`` in the diagnostics schema (docs/diagnostics.md).
-
-        Side-pass rows are left out (they sample another distribution); the policy log-probs of the
-        last update pass (``extras["policy_logp_BT"]``) feed the clipping section.
-        """
-        from entrolab.diagnostics.from_batch import append_rollouts, batch_records
-
-        side_B = batch.extras.get("side_pass_B")
-        if side_B is not None and bool(side_B.any()):
-            batch = batch.select((~side_B.cpu()).nonzero().squeeze(-1))
-        marker = self.task.answer_marker
-        split_B = None
-        if marker:  # token index where the answer phase starts (exact for char-level tokenizers)
-            split_B = [None if marker not in t else
-                       len(self.tokenizer(t[:t.index(marker)], add_special_tokens=False)["input_ids"])
-                       for t in batch.texts]
-        records = batch_records(batch, run=self.recipe.name, task=self.task, phase_split_B=split_B,
-                                policy_logp_BT=batch.extras.get("policy_logp_BT"))
-        append_rollouts(self.run_dir / "rollouts.jsonl", records)
-
-    @staticmethod
-    def _batch_metrics(batch: RolloutBatch) -> dict[str, float]:
-        mask_BT = batch.mask_BT.to(batch.entropy_BT.device)
-        n_tok = mask_BT.sum().clamp(min=1)
-        lengths = batch.lengths_B.float()
-        adv_B = batch.adv_BT.sum(-1) / batch.mask_BT.to(batch.adv_BT.device).sum(-1).clamp(min=1)
-        out = {
-            "reward/mean": float(batch.rewards_B.mean()),
-            "reward/std": float(batch.rewards_B.std()) if batch.batch_size > 1 else 0.0,
-            "reward/pass_rate": float(batch.correct_B.float().mean()),
-            "policy/entropy": float((batch.entropy_BT * mask_BT).sum() / n_tok),
-            "rollout/len_mean": float(lengths.mean()),
-            "rollout/len_max": float(lengths.max()),
-            "rollout/truncated_frac": sum(r == "length" for r in batch.stop_reasons) / batch.batch_size,
-        }
-        if batch.ref_logp_BT is not None:  # k1 estimate of KL(π_old || π_ref) over sampled tokens
-            out["kl/ref_k1"] = float(((batch.old_logp_BT - batch.ref_logp_BT) * mask_BT).sum() / n_tok)
-        out.setdefault("adv/zero_frac", float((adv_B.abs() < 1e-8).float().mean()))
-        return out
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
