@@ -60,7 +60,7 @@ def main() -> None:
             res.append(f"| {k} | {cold['base'][k]:.3f} | {cold['final'][k]:.3f} |")
     text = "\n".join([
         "## `entrolab demo` wall time", "",
-        f"Command: `python benchmarks/demo_time.py` (runs `entrolab demo` twice: cold cache, then warm).",
+        "Command: `python benchmarks/demo_time.py` (runs `entrolab demo` twice: cold cache, then warm).",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}.", "",
         *rows, "", "Demo results of the cold run (test split, 64 prompts × 64 samples, T = 1):", "", *res, "",
     ])

@@ -26,7 +26,7 @@ def curve_table(sweep: Path, key: str, at: list[int], window: int = 5) -> str:
     by_method: dict[str, list[list[dict]]] = defaultdict(list)
     for run in sorted(p for p in sweep.iterdir() if (p / "metrics.jsonl").exists()):
         by_method[run.name.rsplit("-s", 1)[0]].append(train_lines(run))
-    head = f"| method | " + " | ".join(f"step {s}" for s in at) + " |"
+    head = "| method | " + " | ".join(f"step {s}" for s in at) + " |"
     rows = [head, "|" + "---|" * (len(at) + 1)]
     for method, runs in by_method.items():
         cells = []
