@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -26,6 +25,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from entrolab.schedule import lr_factor  # noqa: F401  (re-exported for callers)
 from entrolab.config import format_validation, apply_overrides
 from entrolab.registry import ConfigError
 
@@ -82,15 +82,6 @@ def completion_nll(model, ids_BL: torch.Tensor, mask_BL: torch.Tensor, mask_loss
     nll_BL = -logp_BLV.gather(-1, tgt_BL.unsqueeze(-1)).squeeze(-1)
     m = mask_loss_BL[:, 1:]
     return (nll_BL * m).sum() / m.sum().clamp(min=1)
-
-
-def lr_factor(step: int, *, steps: int, warmup: int, schedule: str) -> float:
-    """Linear warmup over ``warmup`` steps, then constant, linear or cosine decay to 10 %."""
-    if step < warmup:
-        return (step + 1) / warmup
-    frac = min(1.0, (step - warmup) / max(1, steps - warmup))
-    decay = {"constant": 0.0, "linear": frac, "cosine": 0.5 * (1 - math.cos(math.pi * frac))}[schedule]
-    return 1.0 - 0.9 * decay
 
 
 def train_sft(

@@ -11,7 +11,6 @@ hooks it calls are listed in the ``entrolab.types`` module docstring.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -25,26 +24,13 @@ from entrolab.components import Components, build_components
 from entrolab.config import Recipe
 from entrolab.models.forward import completion_stats
 from entrolab.batch_logging import batch_metrics, dump_rollouts
+from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (e.g. NaN); the message names the last good checkpoint."""
-
-
-def lr_lambda_for(schedule: str, warmup: int, total: int):
-    """Multiplier of the base LR at scheduler step ``s`` (warmup then constant/linear/cosine)."""
-
-    def f(s: int) -> float:
-        if warmup and s < warmup:
-            return (s + 1) / warmup
-        if schedule == "constant" or total <= warmup:
-            return 1.0
-        frac = min(1.0, (s - warmup) / max(1, total - warmup))
-        return 1.0 - frac if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    return f
 
 
 class Trainer:
@@ -94,7 +80,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda_for(o.schedule, o.warmup_steps, recipe.train.steps))
+            self.optimizer, lambda s: lr_factor(s, steps=recipe.train.steps, warmup=o.warmup_steps, schedule=o.schedule,
+                                     final=0.0))  # RL decays to 0
         self.py_rng = random.Random(recipe.seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(recipe.seed)
