@@ -39,32 +39,33 @@ def continuation_logps(model, tokenizer, prefixes: Sequence[str], continuations:
                        append_eos: bool = True, temperature: float = 1.0, batch_size: int = 32) -> list[torch.Tensor]:
     """Per-token log π(continuation | prefix) for each pair (gradient flows if enabled by the caller).
 
-    Prefix and continuation are tokenized separately (the prefix with the tokenizer's special
-    tokens, i.e. BOS; the continuation without), so the boundary is the same for every sample.
+    Uses the trainer's own forward (``models.forward.completion_stats``): prefixes are encoded as the
+    sampler encodes prompts (BOS once) and left-padded, continuations (without special tokens, plus
+    EOS when ``append_eos``) are right-padded, so positions and the prefix/continuation boundary are
+    exactly those of sampled completions.
 
     Returns:
         one [n_i] tensor per pair (n_i continuation tokens, + EOS when ``append_eos``).
     """
-    device = next(model.parameters()).device
+    from entrolab.models.forward import completion_stats
+    from entrolab.rollout.sampler import encode_prompts, left_pad
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[torch.Tensor] = []
     for s in range(0, len(prefixes), batch_size):
-        seqs, spans = [], []
-        for pre, cont in zip(prefixes[s:s + batch_size], continuations[s:s + batch_size]):
-            p_ids = tokenizer(pre, add_special_tokens=True)["input_ids"]
-            c_ids = tokenizer(cont, add_special_tokens=False)["input_ids"]
-            c_ids = c_ids + ([tokenizer.eos_token_id] if append_eos else [])
-            seqs.append(p_ids + c_ids)
-            spans.append((len(p_ids), len(c_ids)))
-        L = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), L), tokenizer.pad_token_id or 0, dtype=torch.long)
-        att = torch.zeros(len(seqs), L, dtype=torch.long)
-        for i, x in enumerate(seqs):  # right padding: positions 0..len-1 are the real tokens
-            ids[i, : len(x)] = torch.tensor(x)
-            att[i, : len(x)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float() / temperature
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids.to(device)[:, 1:, None]).squeeze(-1)
-        for i, (p_len, c_len) in enumerate(spans):
-            out.append(logp[i, p_len - 1: p_len - 1 + c_len])  # token j is predicted at position j−1
+        p_ids = encode_prompts(tokenizer, list(prefixes[s:s + batch_size]))
+        c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if append_eos else [])
+                 for c in continuations[s:s + batch_size]]
+        prompt_BL, mask_prompt_BL = left_pad(p_ids, pad_id)
+        T = max(1, max(len(c) for c in c_ids))
+        comp_BT = torch.full((len(c_ids), T), pad_id, dtype=torch.long)
+        mask_BT = torch.zeros(len(c_ids), T, dtype=torch.bool)
+        for i, c in enumerate(c_ids):
+            comp_BT[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+            mask_BT[i, : len(c)] = True
+        logp_BT = completion_stats(model, prompt_BL, mask_prompt_BL, comp_BT, mask_BT, temperature=temperature,
+                                   need_entropy=False).logp_BT
+        out.extend(logp_BT[i, : len(c)] for i, c in enumerate(c_ids))
     return out
 
 
