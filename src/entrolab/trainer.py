@@ -68,7 +68,7 @@ class Trainer:
             self.ref_model.eval().requires_grad_(False)
 
         # Components that score text with the current policy (e.g. likelihood rewards) get a scorer.
-        from entrolab.rewards.likelihood import make_logprob_scorer
+        from entrolab.models.scoring import make_logprob_scorer
 
         for _, obj in self.comps.keyed():
             if callable(getattr(obj, "set_scorer", None)):
