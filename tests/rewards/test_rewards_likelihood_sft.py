@@ -26,13 +26,19 @@ def _trainer(tmp_path, coef):
     return Trainer(rec, progress=False)
 
 
-def test_sft_term_gradient_matches_its_loss(tmp_path):
-    trainer = _trainer(tmp_path, 0.5)
+def _zero_adv_batch(trainer):
+    """One scored, rewarded rollout batch with all advantages zeroed (isolates the auxiliary term)."""
     batch = trainer.rollout()
     trainer.score(batch)
     trainer.verify(batch)
     trainer.rewards_and_advantages(batch)
-    batch.adv_BT = torch.zeros_like(batch.adv_BT)  # isolate the auxiliary term
+    batch.adv_BT = torch.zeros_like(batch.adv_BT)
+    return batch
+
+
+def test_sft_term_gradient_matches_its_loss(tmp_path):
+    trainer = _trainer(tmp_path, 0.5)
+    batch = _zero_adv_batch(trainer)
     lik = trainer.comps.reward_terms[0][2]
     pairs, weights = batch.extras["likelihood/pairs"], batch.extras["likelihood/weights"]
 
@@ -55,11 +61,7 @@ def test_sft_term_gradient_matches_its_loss(tmp_path):
 
 def test_zero_coefficient_adds_nothing(tmp_path):
     trainer = _trainer(tmp_path, 0.0)
-    batch = trainer.rollout()
-    trainer.score(batch)
-    trainer.verify(batch)
-    trainer.rewards_and_advantages(batch)
-    batch.adv_BT = torch.zeros_like(batch.adv_BT)
+    batch = _zero_adv_batch(trainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     update_policy(trainer.model, torch.optim.SGD(trainer.model.parameters(), lr=1.0), trainer.comps, batch,
                   UpdateSettings(grad_clip=None), generator=torch.Generator().manual_seed(0), requires=set())
