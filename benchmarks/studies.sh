@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The testbed studies of docs/results/*.md. Every run starts from the demo's cached Countdown base
-# model (built on first use), with the demo's GRPO settings applied to every recipe.
+# model (built on first use). Run length, learning rate and eval settings are the GRPO preset's
+# (recipes/grpo.yaml), which every method recipe extends; the only study-wide override is to skip
+# the rollout dumps. `ENTROLAB="python benchmarks/study_recipes.py" bash benchmarks/studies.sh <study>`
+# prints the resolved recipe of every run instead of training.
 # Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious|spurious-offpolicy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTROLAB=${ENTROLAB:-.venv/bin/entrolab}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-COMMON=(optim.lr=1e-4 train.steps=50 train.save_every=0 train.dump_rollouts_every=0 eval.num_prompts=64 eval.n_samples=64)
+COMMON=(train.dump_rollouts_every=0)
 r() { for n in "$@"; do echo "recipes/$n.yaml"; done; }
 case "${1:?which study}" in
   entropy)

@@ -31,6 +31,17 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _Delete:
+    """``key: !delete`` in a recipe that ``extends`` another removes the inherited ``key``."""
+
+    def __repr__(self) -> str:
+        return "!delete"
+
+
+DELETE = _Delete()
+_Loader.add_constructor("!delete", lambda loader, node: DELETE)
+
+
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
@@ -176,18 +187,30 @@ def _schema_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return list(cur.model_fields) if cur is not None else []
 
 
-def format_validation(err: ValidationError, model: type[BaseModel]) -> str:
+def format_validation(err: ValidationError, model: type[BaseModel],
+                      origins: dict[tuple[str, ...], str] | None = None) -> str:
+    """One line per error; ``origins`` (key path → file or 'command line') says where each key was set."""
     lines = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
         dotted = ".".join(loc)
+        where = _origin(origins, tuple(loc))
+        where = f" [set in {where}]" if where else ""
         if e["type"] == "extra_forbidden":
             valid = _schema_keys(model, loc[:-1])
-            lines.append(f"unknown key '{dotted}'.{did_you_mean(loc[-1], valid)}"
+            lines.append(f"unknown key '{dotted}'{where}.{did_you_mean(loc[-1], valid)}"
                          + (f" Valid keys here: {', '.join(valid)}" if valid else ""))
         else:
-            lines.append(f"'{dotted}': {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"'{dotted}'{where}: {e['msg']} (got {e.get('input')!r})")
     return "invalid recipe:\n  " + "\n  ".join(lines)
+
+
+def _origin(origins: dict[tuple[str, ...], str] | None, loc: tuple[str, ...]) -> str | None:
+    """Where the longest recorded prefix of ``loc`` was set (list indices map to their list's key)."""
+    for n in range(len(loc), 0, -1):
+        if origins and loc[:n] in origins:
+            return origins[loc[:n]]
+    return None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -222,7 +245,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if isinstance(cur, str):  # 'advantage: grpo' shorthand, now being given params
                 raise ConfigError(f"override '{ov}': '{'.'.join(path[:i + 1])}' is a plain value")
         last = path[-1]
-        if isinstance(cur, list):
+        if value is DELETE:  # 'a.b=!delete' removes the key, as in a recipe that extends another
+            if isinstance(cur, list) or last not in cur:
+                raise ConfigError(f"override '{ov}': there is no key '{'.'.join(path)}' to delete")
+            del cur[last]
+        elif isinstance(cur, list):
             cur[_index(last, cur, path)] = value
         else:
             cur[last] = value
@@ -239,25 +266,134 @@ def _index(part: str, seq: list, path: list[str]) -> int:
     return idx
 
 
+# --------------------------------------------------------------------------- inheritance (extends)
+Origins = dict[tuple[str, ...], str]
+
+
+def _show(path: Path) -> str:
+    """A path as the user would write it: relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read_mapping(path: Path, chain: list[Path]) -> dict[str, Any]:
+    via = f" (extended by {' ← '.join(_show(p) for p in reversed(chain))})" if chain else ""
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {_show(path)}{via}")
+    try:
+        data = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{_show(path)}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_show(path)}: a recipe must be a mapping at the top level")
+    return data
+
+
+def merge_recipe(base: dict[str, Any], over: dict[str, Any], *, origin: str, origins: Origins,
+                 path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Deep-merge ``over`` onto ``base`` (neither is modified) and record in ``origins`` where keys were set.
+
+    Mappings merge key by key; lists and scalars replace. A mapping whose ``name`` differs from the
+    base's is a different component, so it replaces the base block whole: its hyperparameters must
+    not be inherited from another component (``{name: rloo}`` over ``{name: grpo, eps: 1e-6}`` is
+    ``{name: rloo}``). ``key: !delete`` removes an inherited key; deleting a key the base does not
+    have is an error.
+    """
+    out = dict(base)
+    for key, value in over.items():
+        here = (*path, str(key))
+        dotted = ".".join(here)
+        if value is DELETE:
+            if key not in out:
+                raise ConfigError(f"{origin}: '{dotted}: !delete', but no recipe it extends sets '{dotted}'")
+            del out[key]
+            for p in [p for p in origins if p[:len(here)] == here]:
+                del origins[p]
+            continue
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and _same_component(old, value):
+            origins[here] = origin
+            out[key] = merge_recipe(old, value, origin=origin, origins=origins, path=here)
+            continue
+        _no_delete(value, dotted, origin)
+        for p in [p for p in origins if p[:len(here)] == here]:
+            del origins[p]
+        _record(value, here, origin, origins)
+        out[key] = copy.deepcopy(value)
+    return out
+
+
+def _same_component(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two mappings describe the same component unless both have a ``name`` and the names differ."""
+    return "name" not in old or "name" not in new or old["name"] == new["name"]
+
+
+def _no_delete(value: Any, dotted: str, origin: str) -> None:
+    """``!delete`` only makes sense as the value of a key that overrides an inherited one."""
+    if value is DELETE:
+        raise ConfigError(f"{origin}: '{dotted}: !delete' has nothing to delete (it is inside a new block or list)")
+    for k, v in value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ():
+        _no_delete(v, f"{dotted}.{k}", origin)
+
+
+def _record(value: Any, here: tuple[str, ...], origin: str, origins: Origins) -> None:
+    origins[here] = origin
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(v, (*here, str(k)), origin, origins)
+
+
+def resolve_extends(data: dict[str, Any], *, where: Path | None, origins: Origins,
+                    chain: list[Path] | None = None) -> dict[str, Any]:
+    """The recipe mapping ``data`` with its ``extends`` chain merged in (base first, ``data`` last).
+
+    ``extends: <path>`` is relative to the directory of the file that says it (``where``; the working
+    directory for a recipe given as a mapping). Chains are followed; a cycle is an error naming the
+    files in order. The result has no ``extends`` key.
+    """
+    chain = list(chain or [])
+    label = _show(where) if where is not None else "the given recipe mapping"
+    data = dict(data)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return merge_recipe({}, data, origin=label, origins=origins)
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{label}: 'extends' must be the path of one recipe file, got {parent!r}")
+    base_path = ((where.parent if where is not None else Path.cwd()) / parent).resolve()
+    here = [*chain, *([where.resolve()] if where is not None else [])]
+    if base_path in here:
+        raise ConfigError("recipe inheritance cycle: " + " extends ".join(_show(p) for p in [*here, base_path]))
+    base = resolve_extends(_read_mapping(base_path, here), where=base_path, origins=origins, chain=here)
+    return merge_recipe(base, data, origin=label, origins=origins)
+
+
 def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Load a recipe from a YAML path (or a dict), apply overrides, validate strictly."""
+    """Load a recipe from a YAML path (or a dict), resolve ``extends``, apply overrides, validate strictly.
+
+    A recipe file may say ``extends: <other.yaml>`` and give only what differs (see
+    ``resolve_extends``/``merge_recipe``); ``name`` defaults to the stem of the file given here, never
+    to a base's. Command-line overrides ``a.b=c`` apply after the merge. Errors name the file (or
+    'command line') that set the offending key.
+    """
+    origins: Origins = {}
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
-        data = source
+        data = resolve_extends(source, where=None, origins=origins) if "extends" in source else source
     else:
         path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"recipe file not found: {path}")
-        try:
-            data = yaml_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a recipe must be a mapping at the top level")
-        data.setdefault("name", path.stem)
+        own = _read_mapping(path, [])
+        own.setdefault("name", path.stem)
+        data = resolve_extends(own, where=path, origins=origins)
+    for ov in overrides or []:
+        key = tuple(parse_override(ov)[0])
+        for p in [p for p in origins if p[:len(key)] == key]:
+            del origins[p]
+        origins[key] = "command line"
     data = apply_overrides(data, overrides or [])
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation(err, Recipe)) from None
+        raise ConfigError(format_validation(err, Recipe, origins)) from None

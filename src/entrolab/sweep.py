@@ -74,10 +74,36 @@ def summarize_sweep(runs: dict[str, list[Path]]) -> str:
     return "\n".join(rows)
 
 
+def demo_task_override() -> str:
+    """Runs from the demo's base model must see the task it was trained on: ``task=<the demo's task>``."""
+    from entrolab.demo import DEMO_RECIPE
+
+    return f"task={json.dumps(DEMO_RECIPE['task'])}"
+
+
+def plan_runs(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path | str,
+              overrides: list[str] | None = None) -> list[tuple[str, int, Any]]:
+    """(recipe stem, seed, resolved Recipe) of every run of a sweep, in order, without training.
+
+    Recipes that ``extends`` another are resolved by ``load_recipe``; the run identity (model, seed,
+    run dir, name) is set here and ``overrides`` (``--set``) apply last.
+    """
+    from entrolab.config import load_recipe
+
+    plan = []
+    for path in recipes:
+        name = Path(path).stem
+        for seed in seeds:
+            run_dir = out_dir / f"{name}-s{seed}"
+            ov = [f"model.path={base}", "model.testbed_size=null", f"seed={seed}", f"run_dir={run_dir}",
+                  f"name={name}-s{seed}", *(overrides or [])]
+            plan.append((name, seed, load_recipe(path, ov)))
+    return plan
+
+
 def run_sweep(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path | None = None,
               overrides: list[str] | None = None, progress: bool = True) -> Path:
     """Train and evaluate every recipe × seed, then write ``summary.md`` and a comparison page."""
-    from entrolab.config import load_recipe
     from entrolab.eval_runner import evaluate_model
     from entrolab.report import write_comparison, write_run_report
     from entrolab.trainer import Trainer
@@ -93,29 +119,23 @@ def run_sweep(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path
 
         task = build_one(TASKS, DEMO_RECIPE["task"], "task")
         base = build_base_model(cache_dir() / "bases" / "countdown", task, progress=progress, **DEMO_SFT)
-        # the runs must see the task the base model was trained on
-        overrides = [f"task={json.dumps(DEMO_RECIPE['task'])}", *(overrides or [])]
+        overrides = [demo_task_override(), *(overrides or [])]
     out_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[Path]] = {}
     t0 = time.perf_counter()
-    for path in recipes:
-        name = Path(path).stem
-        for seed in seeds:
-            run_dir = out_dir / f"{name}-s{seed}"
-            ov = [f"model.path={base}", "model.testbed_size=null", f"seed={seed}", f"run_dir={run_dir}",
-                  f"name={name}-s{seed}", *(overrides or [])]
-            recipe = load_recipe(path, ov)
-            if not (run_dir / "eval" / "final.json").exists():  # a finished run is reused
-                trainer = Trainer(recipe, progress=progress)
-                trainer.train()
-                final = run_dir / "checkpoints" / f"step_{trainer.step:06d}"
-                del trainer
-                evaluate_model(final, recipe, label="final", out=run_dir / "eval" / "final.json", progress=progress)
-                if seed == seeds[0] and not (run_dir / "eval" / "base.json").exists():
-                    evaluate_model(Path(base), recipe, label="base", out=run_dir / "eval" / "base.json",
-                                   progress=progress)
-                write_run_report(run_dir)
-            runs.setdefault(name, []).append(run_dir)
+    for name, seed, recipe in plan_runs(recipes, seeds=seeds, out_dir=out_dir, base=base, overrides=overrides):
+        run_dir = out_dir / f"{name}-s{seed}"
+        if not (run_dir / "eval" / "final.json").exists():  # a finished run is reused
+            trainer = Trainer(recipe, progress=progress)
+            trainer.train()
+            final = run_dir / "checkpoints" / f"step_{trainer.step:06d}"
+            del trainer
+            evaluate_model(final, recipe, label="final", out=run_dir / "eval" / "final.json", progress=progress)
+            if seed == seeds[0] and not (run_dir / "eval" / "base.json").exists():
+                evaluate_model(Path(base), recipe, label="base", out=run_dir / "eval" / "base.json",
+                               progress=progress)
+            write_run_report(run_dir)
+        runs.setdefault(name, []).append(run_dir)
     table = summarize_sweep(runs)
     (out_dir / "summary.md").write_text(
         f"Sweep of {len(recipes)} recipes × seeds {seeds} from base model `{base}`; "
