@@ -84,3 +84,135 @@ def test_every_recipe_loads_and_builds(path):
     rec = load_recipe(path)
     assert isinstance(rec, Recipe)
     build_components(rec)
+
+
+# --------------------------------------------------------------------------- extends (recipe inheritance)
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+BASE = """name: base
+run_dir: runs/{name}
+task: {name: countdown}
+rollout: {group_size: 8, temperature: 0.7}
+rewards:
+  terms: [{name: verifier, weight: 1.0}, {name: format, weight: 0.5}]
+advantage: {name: grpo, eps: 1.0e-6}
+objective:
+  surrogate: {name: ppo_clip, eps_low: 0.1, eps_high: 0.3}
+optim: {lr: 1.0e-4}
+"""
+
+
+def test_extends_merges_mappings_key_by_key_and_replaces_lists(tmp_path):
+    """rollout.group_size is replaced, its sibling temperature inherited; the terms list is replaced whole
+    (not merged item by item); a same-name component block merges (eps_high kept from the base)."""
+    _write(tmp_path / "base.yaml", BASE)
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\nrollout: {group_size: 4}\n"
+                   "rewards: {terms: [{name: verifier, weight: 2.0}]}\n"
+                   "objective: {surrogate: {eps_low: 0.2}}\n")
+    rec = load_recipe(child)
+    assert (rec.rollout.group_size, rec.rollout.temperature) == (4, 0.7)
+    assert rec.rewards.terms == [{"name": "verifier", "weight": 2.0}]
+    assert rec.objective.surrogate == {"name": "ppo_clip", "eps_low": 0.2, "eps_high": 0.3}
+    assert rec.advantage == {"name": "grpo", "eps": 1e-6} and rec.optim.lr == 1e-4
+
+
+def test_extends_other_component_name_replaces_the_block(tmp_path):
+    """{name: rloo} over {name: grpo, eps: 1e-6} is {name: rloo}: hyperparameters of another component
+    are never inherited (rloo takes no eps; a merge would also silently carry e.g. ppo_clip's eps)."""
+    _write(tmp_path / "base.yaml", BASE)
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\nadvantage: {name: rloo}\n"
+                   "objective: {surrogate: {name: reinforce}}\n")
+    rec = load_recipe(child)
+    assert rec.advantage == {"name": "rloo"} and rec.objective.surrogate == {"name": "reinforce"}
+    build_components(rec)
+
+
+def test_extends_name_is_the_extending_file_and_run_dir_follows(tmp_path):
+    _write(tmp_path / "base.yaml", BASE)
+    rec = load_recipe(_write(tmp_path / "my_method.yaml", "extends: base.yaml\n"))
+    assert rec.name == "my_method" and rec.resolved_run_dir() == Path("runs/my_method")
+
+
+def test_extends_chain_relative_to_each_file(tmp_path):
+    """c extends ../b/b.yaml (relative to c's folder), which extends base.yaml (relative to b's): the
+    nearest file wins key by key."""
+    _write(tmp_path / "base.yaml", BASE)
+    _write(tmp_path / "b" / "b.yaml", "extends: ../base.yaml\noptim: {lr: 3.0e-4}\nrollout: {group_size: 2}\n")
+    c = _write(tmp_path / "c" / "c.yaml", "extends: ../b/b.yaml\noptim: {lr: 5.0e-4}\n")
+    rec = load_recipe(c)
+    assert (rec.optim.lr, rec.rollout.group_size, rec.rollout.temperature) == (5e-4, 2, 0.7)
+
+
+def test_extends_delete_removes_an_inherited_key(tmp_path):
+    """`eps_high: !delete` leaves ppo_clip's own default; deleting what no base sets is an error naming the
+    file and the key, as is a !delete inside a new list."""
+    _write(tmp_path / "base.yaml", BASE)
+    rec = load_recipe(_write(tmp_path / "d.yaml", "extends: base.yaml\nobjective:\n  surrogate:\n    eps_high: !delete\n"))
+    assert rec.objective.surrogate == {"name": "ppo_clip", "eps_low": 0.1}
+    bad = _write(tmp_path / "bad.yaml", "extends: base.yaml\nrollout:\n  top_p: !delete\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: 'rollout\.top_p: !delete', but no recipe it extends sets"):
+        load_recipe(bad)
+    in_list = _write(tmp_path / "in_list.yaml", "extends: base.yaml\nrewards:\n  terms:\n    - name: verifier\n      weight: !delete\n")
+    with pytest.raises(ConfigError, match=r"'rewards\.terms\.0\.weight: !delete' has nothing to delete"):
+        load_recipe(in_list)
+    assert load_recipe(_write(tmp_path / "ov.yaml", "extends: base.yaml\n"),
+                       ["objective.surrogate.eps_low=!delete"]).objective.surrogate == {"name": "ppo_clip",
+                                                                                         "eps_high": 0.3}
+
+
+def test_extends_cycle_names_the_chain(tmp_path):
+    _write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    _write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"inheritance cycle: .*a\.yaml extends .*b\.yaml extends .*a\.yaml"):
+        load_recipe(tmp_path / "a.yaml")
+    _write(tmp_path / "self.yaml", "extends: self.yaml\n")
+    with pytest.raises(ConfigError, match=r"cycle: .*self\.yaml extends .*self\.yaml"):
+        load_recipe(tmp_path / "self.yaml")
+
+
+def test_extends_errors_name_the_file_that_set_the_key(tmp_path):
+    """A typo in the base is reported with the base's file, one in the child with the child's, a bad
+    command-line value with 'command line'; a missing base names the file that extends it."""
+    _write(tmp_path / "base.yaml", BASE.replace("group_size: 8", "group_sise: 8"))
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\noptim: {lrr: 1.0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(child)
+    msg = str(err.value)
+    assert "unknown key 'rollout.group_sise' [set in " in msg and "base.yaml]" in msg
+    assert "unknown key 'optim.lrr' [set in " in msg and "child.yaml]. Did you mean 'lr'?" in msg
+    _write(tmp_path / "base.yaml", BASE)
+    with pytest.raises(ConfigError, match=r"'rollout\.temperature' \[set in command line\]"):
+        load_recipe(_write(tmp_path / "ok.yaml", "extends: base.yaml\n"),
+                    ["rollout.temperature=-1"])
+    with pytest.raises(ConfigError, match=r"recipe file not found: .*nope\.yaml \(extended by .*orphan\.yaml\)"):
+        load_recipe(_write(tmp_path / "orphan.yaml", "extends: nope.yaml\n"))
+    with pytest.raises(ConfigError, match=r"'extends' must be the path of one recipe file, got \['base.yaml'\]"):
+        load_recipe(_write(tmp_path / "two.yaml", "extends: [base.yaml]\n"))
+
+
+def test_extends_overrides_apply_after_the_merge(tmp_path):
+    _write(tmp_path / "base.yaml", BASE)
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\noptim: {lr: 3.0e-4}\n")
+    rec = load_recipe(child, ["optim.lr=5e-4", "objective.surrogate.eps_high=0.28"])
+    assert rec.optim.lr == 5e-4 and rec.objective.surrogate == {"name": "ppo_clip", "eps_low": 0.1, "eps_high": 0.28}
+
+
+def test_extends_run_dir_recipe_is_resolved(tmp_path):
+    """The trainer's recipe.yaml is the resolved recipe: no `extends`, the base's keys written out, and it
+    loads back to the same Recipe."""
+    from entrolab.trainer import Trainer
+
+    _write(tmp_path / "base.yaml", BASE)
+    child = _write(tmp_path / "child.yaml", "extends: base.yaml\noptim: {lr: 3.0e-4}\n")
+    rec = load_recipe(child, [f"run_dir={tmp_path / 'run'}", "model.testbed_size=tiny", "train.steps=0",
+                              "task.n_train=8", "task.n_validation=2", "task.n_test=2"])
+    Trainer(rec, progress=False)
+    text = (tmp_path / "run" / "recipe.yaml").read_text()
+    saved = yaml.safe_load(text)
+    assert "extends" not in saved
+    assert saved["rollout"]["temperature"] == 0.7 and saved["optim"]["lr"] == 3e-4
+    assert load_recipe(tmp_path / "run" / "recipe.yaml") == rec

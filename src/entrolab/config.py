@@ -392,6 +392,8 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
         for p in [p for p in origins if p[:len(key)] == key]:
             del origins[p]
         origins[key] = "command line"
+        for n in range(1, len(key)):  # a block that the override creates is the command line's too
+            origins.setdefault(key[:n], "command line")
     data = apply_overrides(data, overrides or [])
     try:
         return Recipe.model_validate(data)
