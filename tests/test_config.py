@@ -151,17 +151,18 @@ def test_extends_delete_removes_an_inherited_key(tmp_path):
     """`eps_high: !delete` leaves ppo_clip's own default; deleting what no base sets is an error naming the
     file and the key, as is a !delete inside a new list."""
     _write(tmp_path / "base.yaml", BASE)
-    rec = load_recipe(_write(tmp_path / "d.yaml", "extends: base.yaml\nobjective:\n  surrogate:\n    eps_high: !delete\n"))
+    rec = load_recipe(_write(tmp_path / "d.yaml",
+                             "extends: base.yaml\nobjective:\n  surrogate:\n    eps_high: !delete\n"))
     assert rec.objective.surrogate == {"name": "ppo_clip", "eps_low": 0.1}
     bad = _write(tmp_path / "bad.yaml", "extends: base.yaml\nrollout:\n  top_p: !delete\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: 'rollout\.top_p: !delete', but no recipe it extends sets"):
         load_recipe(bad)
-    in_list = _write(tmp_path / "in_list.yaml", "extends: base.yaml\nrewards:\n  terms:\n    - name: verifier\n      weight: !delete\n")
+    in_list = _write(tmp_path / "in_list.yaml",
+                     "extends: base.yaml\nrewards:\n  terms:\n    - name: verifier\n      weight: !delete\n")
     with pytest.raises(ConfigError, match=r"'rewards\.terms\.0\.weight: !delete' has nothing to delete"):
         load_recipe(in_list)
-    assert load_recipe(_write(tmp_path / "ov.yaml", "extends: base.yaml\n"),
-                       ["objective.surrogate.eps_low=!delete"]).objective.surrogate == {"name": "ppo_clip",
-                                                                                         "eps_high": 0.3}
+    rec = load_recipe(_write(tmp_path / "ov.yaml", "extends: base.yaml\n"), ["objective.surrogate.eps_low=!delete"])
+    assert rec.objective.surrogate == {"name": "ppo_clip", "eps_high": 0.3}
 
 
 def test_extends_cycle_names_the_chain(tmp_path):
@@ -182,16 +183,18 @@ def test_extends_errors_name_the_file_that_set_the_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_recipe(child)
     msg = str(err.value)
-    assert "unknown key 'rollout.group_sise' [set in " in msg and "base.yaml]" in msg
-    assert "unknown key 'optim.lrr' [set in " in msg and "child.yaml]. Did you mean 'lr'?" in msg
+    assert "unknown key 'rollout.group_sise' [from " in msg and "base.yaml]" in msg
+    assert "unknown key 'optim.lrr' [from " in msg and "child.yaml]. Did you mean 'lr'?" in msg
     _write(tmp_path / "base.yaml", BASE)
-    with pytest.raises(ConfigError, match=r"'rollout\.temperature' \[set in command line\]"):
+    with pytest.raises(ConfigError, match=r"'rollout\.temperature' \[from the command line\]"):
         load_recipe(_write(tmp_path / "ok.yaml", "extends: base.yaml\n"),
                     ["rollout.temperature=-1"])
     with pytest.raises(ConfigError, match=r"recipe file not found: .*nope\.yaml \(extended by .*orphan\.yaml\)"):
         load_recipe(_write(tmp_path / "orphan.yaml", "extends: nope.yaml\n"))
     with pytest.raises(ConfigError, match=r"'extends' must be the path of one recipe file, got \['base.yaml'\]"):
         load_recipe(_write(tmp_path / "two.yaml", "extends: [base.yaml]\n"))
+    with pytest.raises(ConfigError, match=r"'extends' must be the path of one recipe file, got None"):
+        load_recipe(_write(tmp_path / "null.yaml", "extends:\n"))
 
 
 def test_extends_overrides_apply_after_the_merge(tmp_path):

@@ -37,6 +37,9 @@ class _Delete:
     def __repr__(self) -> str:
         return "!delete"
 
+    def __deepcopy__(self, memo: dict) -> _Delete:  # one sentinel, compared with ``is``
+        return self
+
 
 DELETE = _Delete()
 _Loader.add_constructor("!delete", lambda loader, node: DELETE)
@@ -189,13 +192,13 @@ def _schema_keys(model: type[BaseModel], path: list[str]) -> list[str]:
 
 def format_validation(err: ValidationError, model: type[BaseModel],
                       origins: dict[tuple[str, ...], str] | None = None) -> str:
-    """One line per error; ``origins`` (key path → file or 'command line') says where each key was set."""
+    """One line per error; ``origins`` (key path → file or 'the command line') says where each key was set."""
     lines = []
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
         dotted = ".".join(loc)
         where = _origin(origins, tuple(loc))
-        where = f" [set in {where}]" if where else ""
+        where = f" [from {where}]" if where else ""
         if e["type"] == "extra_forbidden":
             valid = _schema_keys(model, loc[:-1])
             lines.append(f"unknown key '{dotted}'{where}.{did_you_mean(loc[-1], valid)}"
@@ -356,9 +359,9 @@ def resolve_extends(data: dict[str, Any], *, where: Path | None, origins: Origin
     chain = list(chain or [])
     label = _show(where) if where is not None else "the given recipe mapping"
     data = dict(data)
-    parent = data.pop("extends", None)
-    if parent is None:
+    if "extends" not in data:
         return merge_recipe({}, data, origin=label, origins=origins)
+    parent = data.pop("extends")
     if not isinstance(parent, str) or not parent.strip():
         raise ConfigError(f"{label}: 'extends' must be the path of one recipe file, got {parent!r}")
     base_path = ((where.parent if where is not None else Path.cwd()) / parent).resolve()
@@ -375,7 +378,7 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
     A recipe file may say ``extends: <other.yaml>`` and give only what differs (see
     ``resolve_extends``/``merge_recipe``); ``name`` defaults to the stem of the file given here, never
     to a base's. Command-line overrides ``a.b=c`` apply after the merge. Errors name the file (or
-    'command line') that set the offending key.
+    the command line) that set the offending key.
     """
     origins: Origins = {}
     if source is None:
@@ -391,9 +394,9 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
         key = tuple(parse_override(ov)[0])
         for p in [p for p in origins if p[:len(key)] == key]:
             del origins[p]
-        origins[key] = "command line"
+        origins[key] = "the command line"
         for n in range(1, len(key)):  # a block that the override creates is the command line's too
-            origins.setdefault(key[:n], "command line")
+            origins.setdefault(key[:n], "the command line")
     data = apply_overrides(data, overrides or [])
     try:
         return Recipe.model_validate(data)
