@@ -38,3 +38,23 @@ def test_summary_mean_std_and_cost(tmp_path):
     assert rows[0].startswith("| method | seeds | pass@1")
     assert "| grpo | 2 | 0.300 ± 0.141 |" in rows[2]  # mean 0.3, sample std sqrt(0.02)
     assert rows[3].startswith("| x | 1 | 0.500 |") and rows[3].endswith("| 1.50× |")
+
+
+def test_plan_runs_resolves_extends_then_sets_run_identity_then_overrides(tmp_path):
+    """A sweep of a recipe that extends recipes/grpo.yaml: each run is the resolved recipe (GRPO's keys
+    inherited, the method's block kept), with model/seed/run dir/name set by the sweep and --set last."""
+    from pathlib import Path
+
+    from entrolab.config import load_recipe
+    from entrolab.sweep import plan_runs
+
+    grpo = Path(__file__).parents[1] / "recipes" / "grpo.yaml"
+    child = tmp_path / "m.yaml"
+    child.write_text(f"extends: {grpo}\nadvantage: {{name: rloo}}\n")
+    plan = plan_runs([str(child)], seeds=[3, 4], out_dir=tmp_path / "out", base="B", overrides=["train.steps=7"])
+    assert [(n, s, r.name, r.seed, r.run_dir) for n, s, r in plan] == [
+        ("m", 3, "m-s3", 3, str(tmp_path / "out" / "m-s3")), ("m", 4, "m-s4", 4, str(tmp_path / "out" / "m-s4"))]
+    rec = plan[0][2]
+    expect = load_recipe(grpo, ["advantage={name: rloo}", "model.path=B", "model.testbed_size=null", "seed=3",
+                                f"run_dir={tmp_path / 'out' / 'm-s3'}", "name=m-s3", "train.steps=7"])
+    assert rec == expect and rec.advantage == {"name": "rloo"} and rec.train.steps == 7
