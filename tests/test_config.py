@@ -178,11 +178,14 @@ def test_extends_cycle_names_the_chain(tmp_path):
 def test_extends_errors_name_the_file_that_set_the_key(tmp_path):
     """A typo in the base is reported with the base's file, one in the child with the child's, a bad
     command-line value with 'command line'; a missing base names the file that extends it."""
+    import re
+
     _write(tmp_path / "base.yaml", BASE.replace("group_size: 8", "group_sise: 8"))
     child = _write(tmp_path / "child.yaml", "extends: base.yaml\noptim: {lrr: 1.0}\n")
     with pytest.raises(ConfigError) as err:
         load_recipe(child)
     msg = str(err.value)
+    assert re.match(r"invalid recipe \S*child\.yaml \(extends \S*base\.yaml\):", msg), msg
     assert "unknown key 'rollout.group_sise' [from " in msg and "base.yaml]" in msg
     assert "unknown key 'optim.lrr' [from " in msg and "child.yaml]. Did you mean 'lr'?" in msg
     _write(tmp_path / "base.yaml", BASE)

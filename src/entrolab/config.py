@@ -349,17 +349,20 @@ def _record(value: Any, here: tuple[str, ...], origin: str, origins: Origins) ->
 
 
 def resolve_extends(data: dict[str, Any], *, where: Path | None, origins: Origins,
-                    chain: list[Path] | None = None) -> dict[str, Any]:
+                    chain: list[Path] | None = None, files: list[str] | None = None) -> dict[str, Any]:
     """The recipe mapping ``data`` with its ``extends`` chain merged in (base first, ``data`` last).
 
     ``extends: <path>`` is relative to the directory of the file that says it (``where``; the working
     directory for a recipe given as a mapping). Chains are followed; a cycle is an error naming the
-    files in order. The result has no ``extends`` key.
+    files in order. ``files`` (if given) receives the files merged, base first. The result has no
+    ``extends`` key.
     """
     chain = list(chain or [])
     label = _show(where) if where is not None else "the given recipe mapping"
+    files = files if files is not None else []
     data = dict(data)
     if "extends" not in data:
+        files.append(label)
         return merge_recipe({}, data, origin=label, origins=origins)
     parent = data.pop("extends")
     if not isinstance(parent, str) or not parent.strip():
@@ -368,7 +371,9 @@ def resolve_extends(data: dict[str, Any], *, where: Path | None, origins: Origin
     here = [*chain, *([where.resolve()] if where is not None else [])]
     if base_path in here:
         raise ConfigError("recipe inheritance cycle: " + " extends ".join(_show(p) for p in [*here, base_path]))
-    base = resolve_extends(_read_mapping(base_path, here), where=base_path, origins=origins, chain=here)
+    base = resolve_extends(_read_mapping(base_path, here), where=base_path, origins=origins, chain=here,
+                           files=files)
+    files.append(label)
     return merge_recipe(base, data, origin=label, origins=origins)
 
 
@@ -381,15 +386,16 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
     the command line) that set the offending key.
     """
     origins: Origins = {}
+    files: list[str] = []
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
-        data = resolve_extends(source, where=None, origins=origins) if "extends" in source else source
+        data = resolve_extends(source, where=None, origins=origins, files=files) if "extends" in source else source
     else:
         path = Path(source)
         own = _read_mapping(path, [])
         own.setdefault("name", path.stem)
-        data = resolve_extends(own, where=path, origins=origins)
+        data = resolve_extends(own, where=path, origins=origins, files=files)
     for ov in overrides or []:
         key = tuple(parse_override(ov)[0])
         for p in [p for p in origins if p[:len(key)] == key]:
@@ -401,4 +407,8 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation(err, Recipe, origins)) from None
+        msg = format_validation(err, Recipe, origins)
+        if len(files) > 1:  # name the chain: 'invalid recipe c.yaml (extends b.yaml → grpo.yaml):'
+            chain = f"{files[-1]} (extends {' → '.join(files[-2::-1])})"
+            msg = msg.replace("invalid recipe:", f"invalid recipe {chain}:", 1)
+        raise ConfigError(msg) from None
