@@ -84,3 +84,67 @@ def test_every_recipe_loads_and_builds(path):
     rec = load_recipe(path)
     assert isinstance(rec, Recipe)
     build_components(rec)
+
+
+# ---------------------------------------------------------------- item 3: values that validate but train wrong
+@pytest.mark.parametrize("override, key, why", [
+    ("optim.grad_clip=-1", "optim.grad_clip", "greater than 0"),  # clip_grad_norm_ would flip the gradient
+    ("optim.grad_clip=0", "optim.grad_clip", "greater than 0"),
+    ("optim.grad_clip=.nan", "optim.grad_clip", "finite"),
+    ("optim.lr=.inf", "optim.lr", "finite"),
+    ("optim.eps=.nan", "optim.eps", "finite"),
+    ("optim.eps=0", "optim.eps", "greater than 0"),
+    ("optim.betas=[.nan, 0.99]", "optim.betas.0", "finite"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas.1", "less than 1"),
+    ("optim.betas=[-0.1, 0.9]", "optim.betas.0", "greater than or equal to 0"),
+    ("optim.weight_decay=.inf", "optim.weight_decay", "finite"),
+    ("rollout.temperature=.inf", "rollout.temperature", "finite"),
+    ("rollout.top_p=.nan", "rollout.top_p", "finite"),
+    ("eval.temperature=.nan", "eval.temperature", "finite"),
+])
+def test_item3_schema_rejects_nonfinite_and_out_of_range(override, key, why):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(None, [override])
+    assert f"'{key}'" in str(err.value) and why in str(err.value)
+
+
+def test_item3_schema_keeps_valid_edge_values():
+    rec = load_recipe(None, ["optim.grad_clip=null", "optim.betas=[0.0, 0.999]", "optim.weight_decay=0"])
+    assert rec.optim.grad_clip is None and rec.optim.betas == (0.0, 0.999)
+
+
+@pytest.mark.parametrize("override, key", [("lr=.inf", "lr"), ("lr=.nan", "lr"), ("weight_decay=.inf", "weight_decay")])
+def test_item3_sft_config_rejects_nonfinite(override, key):
+    from entrolab.sft import load_sft_cfg
+
+    with pytest.raises(ConfigError, match=f"'{key}': Input should be a finite number"):
+        load_sft_cfg(None, [override])
+
+
+@pytest.mark.parametrize("value, shown", [("abc", "'abc' (str)"), (".nan", "nan (float)"), (".inf", "inf (float)"),
+                                          ("true", "True (bool)"), ("[0.2]", "[0.2] (list)")])
+def test_item3_component_hyperparameter_type_names_key_and_value(value, shown):
+    rec = load_recipe(None, ["objective.surrogate.name=ppo_clip", f"objective.surrogate.eps_high={value}"])
+    with pytest.raises(ConfigError) as err:
+        build_components(rec)
+    assert str(err.value) == f"objective.surrogate.eps_high: expected float (finite), got {shown}"
+
+
+def test_item3_int_hyperparameter_becomes_float():
+    rec = load_recipe(None, ["objective.surrogate.name=ppo_clip", "objective.surrogate.eps_high=1",
+                             "objective.surrogate.dual_clip_c=3"])
+    sur = build_components(rec).surrogate
+    assert type(sur.eps_high) is float and sur.eps_high == 1.0 and type(sur.dual_clip_c) is float
+
+
+def test_item3_reward_weight_type_names_key():
+    rec = load_recipe({"rewards": {"terms": [{"name": "verifier", "weight": "abc"}]}})
+    with pytest.raises(ConfigError, match=r"rewards.terms.0.weight: expected float \(finite\), got 'abc' \(str\)"):
+        build_components(rec)
+
+
+def test_item3_validate_cli_names_bad_hyperparameter(capsys):
+    from entrolab.cli import main
+
+    assert main(["validate", "recipes/grpo.yaml", "objective.surrogate.eps_high=abc"]) == 2
+    assert "objective.surrogate.eps_high: expected float (finite), got 'abc' (str)" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from entrolab.registry import (
     TOKEN_WEIGHTS,
     ConfigError,
     Registry,
+    check_value,
 )
 from entrolab.types import REQUIREMENTS
 
@@ -109,8 +110,9 @@ def build_components(recipe: Recipe) -> Components:
     terms = []
     for i, block in enumerate(recipe.rewards.terms):
         name, params = _split(block)
-        weight = float(params.pop("weight", 1.0))
-        label = params.pop("label", None) or name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+        weight = check_value(f"rewards.terms.{i}.weight", params.pop("weight", 1.0), float)
+        label = check_value(f"rewards.terms.{i}.label", params.pop("label", None), str | None)
+        label = label or name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
         terms.append((label, weight, REWARDS.build(name, params, where=f"rewards.terms.{i}")))
     labels = [t[0] for t in terms]
     if len(set(labels)) != len(labels):
