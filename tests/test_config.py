@@ -148,3 +148,35 @@ def test_item3_validate_cli_names_bad_hyperparameter(capsys):
 
     assert main(["validate", "recipes/grpo.yaml", "objective.surrogate.eps_high=abc"]) == 2
     assert "objective.surrogate.eps_high: expected float (finite), got 'abc' (str)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- item 9: group-relative components need groups
+def test_item9_build_refuses_group_estimator_with_group_of_one():
+    with pytest.raises(ConfigError) as err:
+        build_components(load_recipe(None, ["rollout.group_size=1"]))  # default advantage: grpo
+    msg = str(err.value)
+    assert "advantage 'grpo'" in msg and "rollout.group_size >= 2" in msg and "rollout.group_size=1" in msg
+    build_components(load_recipe(None, ["rollout.group_size=2"]))  # the smallest group that compares
+
+
+def test_item9_instance_level_requirement_names_reward_term():
+    """The likelihood reward needs groups only in its JEPO (leave-one-out) form."""
+    jepo = {"rollout": {"group_size": 1}, "advantage": "raw",
+            "rewards": {"terms": [{"name": "likelihood", "form": "jepo"}]}}
+    with pytest.raises(ConfigError, match=r"rewards.terms.0 'likelihood' .* rollout.group_size >= 2"):
+        build_components(load_recipe(jepo))
+    jepo["rewards"]["terms"][0]["form"] = "logprob"
+    build_components(load_recipe(jepo))
+
+
+def test_item9_partial_loss_is_a_warning():
+    with pytest.warns(UserWarning, match=r"advantage 'copo': with rollout.group_size=1 its within-group part"):
+        build_components(load_recipe(None, ["rollout.group_size=1", "advantage.name=copo"]))
+
+
+def test_item9_validate_cli_refuses_group_of_one(capsys):
+    from entrolab.cli import main
+
+    assert main(["validate", "recipes/grpo.yaml", "rollout.group_size=1"]) == 2
+    err = capsys.readouterr().err
+    assert "advantage 'grpo'" in err and "rollout.group_size=1" in err
