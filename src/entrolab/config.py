@@ -138,7 +138,7 @@ class EvalCfg(_Strict):
     n_samples: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    max_new_tokens: int | None = Field(None, ge=1)  # None = rollout.max_new_tokens
     greedy: bool = True
     batch_size: int = Field(1024, ge=1)  # sequences generated at once
 
