@@ -12,15 +12,14 @@ Users plug their own component without registering it by giving a dotted import 
 
 from __future__ import annotations
 
-import collections.abc
 import difflib
 import importlib
 import inspect
 import math
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Union
+from typing import Any, Callable, Iterator
+
+from entrolab import hyperparams
 
 
 class ConfigError(ValueError):
@@ -66,122 +65,22 @@ class Entry:
 
     def annotations(self) -> dict[str, Any]:
         """Resolved type annotations of the hyperparameters (those that cannot be resolved are left out)."""
-        return _factory_hints(self.factory)
-
-
-def _factory_hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    if target is object.__init__:
-        return {}
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # a name only imported under TYPE_CHECKING, say: keep the plain (non-string) ones
-        raw = getattr(target, "__annotations__", {}) or {}
-        return {k: v for k, v in raw.items() if not isinstance(v, str)}
-
-
-class _Mismatch(Exception):
-    """A hyperparameter value does not fit its annotation (``check_value`` turns it into a ConfigError)."""
-
-
-def _describe(ann: Any) -> str:
-    if ann is type(None):
-        return "None"
-    if isinstance(ann, type):
-        return ann.__name__
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    return str(ann).replace("typing.", "").replace("collections.abc.", "")
-
-
-def _coerce(value: Any, ann: Any, *, allow_inf: bool) -> Any:
-    """``value`` checked against ``ann`` (ints become floats where a float is expected); raises _Mismatch.
-
-    Only the annotations a YAML value can meet are checked (None, bool, int, float, str, Literal,
-    unions, and tuple/list/Sequence/dict of those); anything else (a class, a callable, Any) is
-    accepted as it is, for the component's own checks.
-    """
-    if ann is Any or ann is inspect.Parameter.empty:
-        return value
-    if ann is type(None) or ann is None:
-        if value is None:
-            return None
-        raise _Mismatch
-    origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is Literal:
-        if any(value == a and type(value) is type(a) for a in args):
-            return value
-        raise _Mismatch
-    if origin in (Union, types.UnionType):
-        for arm in args:
-            try:
-                return _coerce(value, arm, allow_inf=allow_inf)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if ann is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if ann is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if ann is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Mismatch
-        value = float(value)
-        # NaN is never a hyperparameter; inf only where the default itself is infinite ("no limit").
-        if math.isnan(value) or (math.isinf(value) and not allow_inf):
-            raise _Mismatch
-        return value
-    if ann is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], allow_inf=allow_inf) for v in value)
-        if args and len(args) != len(value):
-            raise _Mismatch
-        return tuple(_coerce(v, a, allow_inf=allow_inf) for v, a in zip(value, args)) if args else tuple(value)
-    if origin in (list, collections.abc.Sequence):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        items = [_coerce(v, args[0], allow_inf=allow_inf) for v in value] if args else list(value)
-        return items if origin is list else type(value)(items)
-    if origin in (dict, collections.abc.Mapping):
-        if not isinstance(value, dict):
-            raise _Mismatch
-        if not args:
-            return value
-        return {_coerce(k, args[0], allow_inf=allow_inf): _coerce(v, args[1], allow_inf=allow_inf)
-                for k, v in value.items()}
-    return value  # a class, a callable, ...: the component checks it
+        return hyperparams.factory_hints(self.factory)
 
 
 def check_value(path: str, value: Any, ann: Any, default: Any = inspect.Parameter.empty) -> Any:
     """``value`` of hyperparameter ``path`` checked against annotation ``ann``, coerced (int → float).
 
     Raises ConfigError naming the key, the expected type and the value, e.g.
-    ``objective.surrogate.eps_high: expected float, got 'abc' (str)``. NaN is rejected for every
-    float; inf only passes where ``default`` is itself infinite (a documented "no limit").
+    ``objective.surrogate.eps_high: expected float (finite), got 'abc' (str)``. NaN is rejected for
+    every float; inf only passes where ``default`` is itself infinite (a documented "no limit").
     """
     allow_inf = isinstance(default, float) and math.isinf(default)
     try:
-        return _coerce(value, ann, allow_inf=allow_inf)
-    except _Mismatch:
-        what = f"{_describe(ann)}" + ("" if allow_inf else " (finite)" if _mentions_float(ann) else "")
-        raise ConfigError(f"{path}: expected {what}, got {value!r} ({type(value).__name__})") from None
-
-
-def _mentions_float(ann: Any) -> bool:
-    return ann is float or any(_mentions_float(a) for a in typing.get_args(ann))
+        return hyperparams.coerce(value, ann, allow_inf=allow_inf)
+    except hyperparams.Mismatch:
+        raise ConfigError(f"{path}: expected {hyperparams.expected(ann, allow_inf=allow_inf)}, "
+                          f"got {value!r} ({type(value).__name__})") from None
 
 
 def _factory_params(factory: Callable[..., Any]) -> dict[str, Any]:
