@@ -123,7 +123,8 @@ def test_splits_by_column_and_by_files(tmp_path):
     t = JsonlTask(path=path, split_key="split", id_key="uid", demo_key="answer")
     assert [p.id for p in t.prompts("train")] == ["a"] and [p.id for p in t.prompts("test")] == ["b"]
     assert t.demonstration(t.prompts("train")[0], None) == GSM[0]["answer"]
-    with pytest.raises(ValueError, match="no split 'validation'; this task has: test, train"):
+    with pytest.raises(ValueError, match=r"no split 'validation' in .*s.jsonl \(split column 'split'\); "
+                                         r"this task has: test, train"):
         t.prompts("validation")
     f = JsonlTask(paths={"train": path, "test": _write_jsonl(tmp_path / "t.jsonl", GSM[:1])})
     assert [p.id for p in f.prompts("test")] == ["test-00000"] and len(f.prompts("train")) == 2
@@ -247,3 +248,10 @@ def test_item8_long_numbers_get_their_own_reason(tmp_path):
     assert t.verify(p, "#### " + big).reason == "too_long"  # a number, only too long to read
     assert t.verify(p, "#### 7 apples").reason == "parse_error"  # not a number at all
     assert t.verify(p, "#### 7").reason == "ok"
+
+
+def test_item8_missing_split_names_the_file(tmp_path):
+    path = _write_jsonl(tmp_path / "d.jsonl", [{**GSM[0], "split": "test"}])
+    t = JsonlTask(path=path, split_key="split")
+    with pytest.raises(ValueError, match=rf"no split 'train' in {path} \(split column 'split'\); this task has: test"):
+        t.prompts("train")

@@ -171,6 +171,7 @@ class JsonlTask:
         self.max_answer_chars = max_answer_chars
         self._worker = (TimedWorker(timeout_s=math_verify_timeout_s, warmup=import_math_verify)
                         if match == "math_verify" else None)
+        self.split_key, self._source = split_key, path if paths is None else paths
         self._demos: dict[str, str] = {}
         self._splits: dict[str, list[Prompt]] = {}
         if paths is not None:
@@ -249,7 +250,9 @@ class JsonlTask:
     # ------------------------------------------------------------------ Task protocol
     def prompts(self, split: str) -> list[Prompt]:
         if split not in self._splits:
-            raise ValueError(f"jsonl: no split {split!r}; this task has: {', '.join(sorted(self._splits))}")
+            source = f"{self._source} (split column '{self.split_key}')" if self.split_key else self._source
+            raise ValueError(f"jsonl: no split {split!r} in {source}; this task has: "
+                             f"{', '.join(sorted(self._splits))}")
         return list(self._splits[split])
 
     def _ref(self, prompt: Prompt) -> str:
