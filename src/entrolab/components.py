@@ -116,8 +116,9 @@ def check_group_size(comps: Components, recipe: Recipe) -> None:
                 f"(e.g. advantage 'reinforce_pp' or 'raw').")
         advised = int(getattr(obj, "advised_group_size", 1) or 1)
         if g < advised:
-            warnings.warn(f"{label}: with rollout.group_size={g} its within-group part is always 0 "
-                          f"(see its docs); rollout.group_size >= {advised} is advised.", UserWarning, stacklevel=2)
+            warnings.warn(f"{label}: with rollout.group_size={g} its within-group part is always 0 and only "
+                          f"the rest of its signal trains; rollout.group_size >= {advised} is advised.",
+                          UserWarning, stacklevel=2)
 
 
 def _block_names(recipe: Recipe) -> dict[str, str]:
