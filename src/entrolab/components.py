@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from entrolab.registry import (
     TOKEN_WEIGHTS,
     ConfigError,
     Registry,
+    check_value,
 )
 from entrolab.types import REQUIREMENTS
 
@@ -93,6 +95,44 @@ class Components:
                 hook(metrics)
 
 
+def check_group_size(comps: Components, recipe: Recipe) -> None:
+    """Refuse (or warn about) components that compare samples within a prompt's group when
+    ``rollout.group_size`` is too small for them.
+
+    A component declares ``min_group_size`` (below it, its signal is identically 0: GRPO's
+    ``r - mean`` over one sample, say, so the run would train nothing without a word) and/or
+    ``advised_group_size`` (below it, only part of its signal is lost: a warning).
+    """
+    g = recipe.rollout.group_size
+    names = _block_names(recipe)
+    for key, obj in comps.keyed():
+        label = f"{key} '{names.get(key, type(obj).__name__)}'"
+        need = int(getattr(obj, "min_group_size", 1) or 1)
+        if g < need:
+            raise ConfigError(
+                f"{label} compares samples within each prompt's group and needs rollout.group_size >= {need} "
+                f"(got rollout.group_size={g}): with fewer its signal is always 0 and nothing trains. "
+                f"Raise rollout.group_size, or pick a component that does not centre within a group "
+                f"(e.g. advantage 'reinforce_pp' or 'raw').")
+        advised = int(getattr(obj, "advised_group_size", 1) or 1)
+        if g < advised:
+            warnings.warn(f"{label}: with rollout.group_size={g} its within-group part is always 0 and only "
+                          f"the rest of its signal trains; rollout.group_size >= {advised} is advised.",
+                          UserWarning, stacklevel=2)
+
+
+def _block_names(recipe: Recipe) -> dict[str, str]:
+    """Recipe key (as in ``Components.keyed``) → the component name given in the recipe."""
+    out = {"task": recipe.task["name"], "advantage": recipe.advantage["name"],
+           "objective.surrogate": recipe.objective.surrogate["name"],
+           "objective.aggregation": recipe.objective.aggregation["name"]}
+    for prefix, blocks in (("rewards.terms", recipe.rewards.terms), ("rewards.shapers", recipe.rewards.shapers),
+                           ("objective.token_weights", recipe.objective.token_weights),
+                           ("objective.regularizers", recipe.objective.regularizers)):
+        out.update({f"{prefix}.{i}": b["name"] for i, b in enumerate(blocks)})
+    return out
+
+
 def _split(block: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     params = dict(block)
     return params.pop("name"), params
@@ -109,13 +149,14 @@ def build_components(recipe: Recipe) -> Components:
     terms = []
     for i, block in enumerate(recipe.rewards.terms):
         name, params = _split(block)
-        weight = float(params.pop("weight", 1.0))
-        label = params.pop("label", None) or name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+        weight = check_value(f"rewards.terms.{i}.weight", params.pop("weight", 1.0), float)
+        label = check_value(f"rewards.terms.{i}.label", params.pop("label", None), str | None)
+        label = label or name.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
         terms.append((label, weight, REWARDS.build(name, params, where=f"rewards.terms.{i}")))
     labels = [t[0] for t in terms]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"rewards.terms: duplicate term names {labels}; give each a distinct 'label'")
-    return Components(
+    comps = Components(
         task=build_one(TASKS, recipe.task, "task"),
         reward_terms=terms,
         shapers=[build_one(SHAPERS, b, f"rewards.shapers.{i}") for i, b in enumerate(recipe.rewards.shapers)],
@@ -128,3 +169,5 @@ def build_components(recipe: Recipe) -> Components:
         regularizers=[build_one(REGULARIZERS, b, f"objective.regularizers.{i}")
                       for i, b in enumerate(recipe.objective.regularizers)],
     )
+    check_group_size(comps, recipe)
+    return comps

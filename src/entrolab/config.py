@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,7 +50,13 @@ def yaml_load(text: str) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field must be finite. `optim.lr: .inf` or `grad_clip: .nan`
+    # would otherwise validate and turn the first optimizer step into inf/NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: An Adam beta: a decay rate in [0, 1) (1 would never forget, torch rejects it at the first step).
+_Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 def _component(v: Any, default_name: str | None = None) -> dict[str, Any]:
@@ -114,11 +120,15 @@ class ObjectiveCfg(_Strict):
 
 
 class OptimCfg(_Strict):
+    """AdamW settings. Every value is finite; ``grad_clip`` is a maximum gradient norm (None = no
+    clipping). A negative ``grad_clip`` is rejected: torch's ``clip_grad_norm_`` would scale the
+    gradient by a negative factor and train by gradient *ascent*."""
+
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
-    grad_clip: float | None = 1.0
+    betas: tuple[_Beta, _Beta] = (0.9, 0.99)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
 
@@ -142,7 +152,7 @@ class EvalCfg(_Strict):
     n_samples: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    max_new_tokens: int | None = Field(None, ge=1)  # None = rollout.max_new_tokens
     greedy: bool = True
     batch_size: int = Field(1024, ge=1)  # sequences generated at once
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+
+from entrolab import hyperparams
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,25 @@ class Entry:
     def params(self) -> dict[str, Any]:
         """Hyperparameters the factory accepts, with their defaults (``inspect._empty`` if required)."""
         return _factory_params(self.factory)
+
+    def annotations(self) -> dict[str, Any]:
+        """Resolved type annotations of the hyperparameters (those that cannot be resolved are left out)."""
+        return hyperparams.factory_hints(self.factory)
+
+
+def check_value(path: str, value: Any, ann: Any, default: Any = inspect.Parameter.empty) -> Any:
+    """``value`` of hyperparameter ``path`` checked against annotation ``ann``, coerced (int → float).
+
+    Raises ConfigError naming the key, the expected type and the value, e.g.
+    ``objective.surrogate.eps_high: expected float (finite), got 'abc' (str)``. NaN is rejected for
+    every float; inf only passes where ``default`` is itself infinite (a documented "no limit").
+    """
+    allow_inf = isinstance(default, float) and math.isinf(default)
+    try:
+        return hyperparams.coerce(value, ann, allow_inf=allow_inf)
+    except hyperparams.Mismatch:
+        raise ConfigError(f"{path}: expected {hyperparams.expected(ann, allow_inf=allow_inf)}, "
+                          f"got {value!r} ({type(value).__name__})") from None
 
 
 def _factory_params(factory: Callable[..., Any]) -> dict[str, Any]:
@@ -159,6 +181,10 @@ class Registry:
         missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params and k != "**"]
         if missing:
             raise ConfigError(f"{where or self.stage}: '{entry.name}' needs {', '.join(missing)}")
+        hints = entry.annotations()
+        for key, value in params.items():
+            if key in hints and key in accepted:
+                params[key] = check_value(f"{where}.{key}" if where else key, value, hints[key], accepted[key])
         try:
             obj = entry.factory(**params)
         except (TypeError, ValueError) as err:

@@ -249,7 +249,8 @@ def build_base_model(
 class SftCfg(BaseModel):
     """Settings of ``entrolab sft`` (YAML + ``key=value`` overrides). Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Floats must be finite: `lr: .inf` would validate (gt=0) and give inf weights at step 1.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     out_dir: str = "runs/base/{task}-{size}-seed{seed}"
     task: dict[str, Any] = Field(default_factory=lambda: {"name": "countdown"})

@@ -123,7 +123,8 @@ def test_splits_by_column_and_by_files(tmp_path):
     t = JsonlTask(path=path, split_key="split", id_key="uid", demo_key="answer")
     assert [p.id for p in t.prompts("train")] == ["a"] and [p.id for p in t.prompts("test")] == ["b"]
     assert t.demonstration(t.prompts("train")[0], None) == GSM[0]["answer"]
-    with pytest.raises(ValueError, match="no split 'validation'; this task has: test, train"):
+    with pytest.raises(ValueError, match=r"no split 'validation' in .*s.jsonl \(split column 'split'\); "
+                                         r"this task has: test, train"):
         t.prompts("validation")
     f = JsonlTask(paths={"train": path, "test": _write_jsonl(tmp_path / "t.jsonl", GSM[:1])})
     assert [p.id for p in f.prompts("test")] == ["test-00000"] and len(f.prompts("train")) == 2
@@ -183,3 +184,74 @@ def test_timed_worker_bounds_time_and_recovers():
         assert w.call(operator.mul, 6, 7) == (True, 42)  # a fresh worker after the kill
     finally:
         w.close()
+
+
+# ---------------------------------------------------------------- item 8: edge cases of JSONL files
+@pytest.mark.parametrize("content", ["", "\n\n  \n"], ids=["empty", "blank_only"])
+def test_item8_empty_file_is_an_error_naming_it(tmp_path, content, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(content)
+    with pytest.raises(ValueError, match=f"{empty}: the file has no rows"):
+        JsonlTask(path=str(empty))
+    good = _write_jsonl(tmp_path / "gsm.jsonl", GSM)
+    with pytest.raises(ValueError, match=f"{empty}: the file has no rows"):
+        JsonlTask(paths={"train": str(empty), "test": good})
+    # `entrolab validate` builds the task, so it catches the file before any training starts
+    from entrolab.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"task: {{name: jsonl, path: {empty}}}\n")
+    assert main(["validate", str(recipe)]) == 2
+    assert f"{empty}: the file has no rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("NaN", ":2: invalid JSON: NaN is not a finite JSON number"),
+    ("-Infinity", ":2: invalid JSON: -Infinity is not a finite JSON number"),
+    ("1e400", ":2: 'answer' is inf (not a finite number)"),  # overflows to inf without a constant
+    ("7" * 5000, ":2: invalid JSON: an integer of 5000 digits, more than Python reads"),
+])
+def test_item8_non_finite_or_unreadable_answers_name_the_line(tmp_path, answer, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(GSM[0]) + "\n" + '{"question": "q", "answer": ' + answer + "}\n")
+    for match in ("exact", "numeric"):
+        with pytest.raises(ValueError) as err:
+            JsonlTask(path=str(path), match=match)
+        assert str(err.value).startswith(f"{path}{message}")
+
+
+def test_item8_prompt_and_reference_size_limits(tmp_path):
+    long_q = {"question": "x" * 20_001, "answer": "#### 1"}
+    path = _write_jsonl(tmp_path / "d.jsonl", [GSM[0], long_q])
+    with pytest.raises(ValueError, match=rf"d.jsonl:2: the prompt has 20001 characters, more than "
+                                         rf"max_prompt_chars=20000 \(raise task.max_prompt_chars"):
+        JsonlTask(path=path)
+    assert len(JsonlTask(path=path, max_prompt_chars=20_001).prompts("train")) == 2
+    # the template counts: the limit is on the text the model is given
+    with pytest.raises(ValueError, match="d.jsonl:1: the prompt has .* max_prompt_chars=30"):
+        JsonlTask(path=path, template="Question: {prompt}", max_prompt_chars=30)
+    long_a = _write_jsonl(tmp_path / "a.jsonl", [{"question": "q", "answer": "y" * 50 + "\n#### 1"}])
+    with pytest.raises(ValueError, match="a.jsonl:1: 'answer' has 57 characters, more than max_reference_chars=40"):
+        JsonlTask(path=long_a, max_reference_chars=40)
+    with pytest.raises(ValueError, match="a.jsonl:1: 'answer' has 57 characters, more than max_reference_chars=40"):
+        JsonlTask(path=long_a, demo_key="answer", max_reference_chars=40, answer_key="question")
+
+
+def test_item8_long_numbers_get_their_own_reason(tmp_path):
+    big = "7" * 5000
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": big}])
+    with pytest.raises(ValueError, match=r"d.jsonl:1: match='numeric' but the reference is a number of 5000 "
+                                         r"characters; numeric matching reads numbers of at most 100"):
+        JsonlTask(path=path, match="numeric")
+    t = JsonlTask(path=_write_jsonl(tmp_path / "g.jsonl", GSM), match="numeric", max_answer_chars=10_000)
+    p = t.prompts("train")[0]
+    assert t.verify(p, "#### " + big).reason == "too_long"  # a number, only too long to read
+    assert t.verify(p, "#### 7 apples").reason == "parse_error"  # not a number at all
+    assert t.verify(p, "#### 7").reason == "ok"
+
+
+def test_item8_missing_split_names_the_file(tmp_path):
+    path = _write_jsonl(tmp_path / "d.jsonl", [{**GSM[0], "split": "test"}])
+    t = JsonlTask(path=path, split_key="split")
+    with pytest.raises(ValueError, match=rf"no split 'train' in {path} \(split column 'split'\); this task has: test"):
+        t.prompts("train")

@@ -143,6 +143,9 @@ def reinforce_pp_baseline_advantage(
 class GRPO:
     """GRPO: group mean/std normalised outcome reward, broadcast to tokens by the trainer."""
 
+    #: Group-relative: with one sample per prompt the advantage is always 0 (see build_components).
+    min_group_size = 2
+
     def __init__(self, *, eps: float = 1e-6, scale_by_std: bool = True):
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
@@ -160,6 +163,9 @@ class GRPO:
 class DrGRPO:
     """Dr.GRPO: group-mean baseline without std division (pair with a constant-normaliser aggregation)."""
 
+    #: Group-relative: with one sample per prompt the advantage is always 0 (see build_components).
+    min_group_size = 2
+
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         adv_B = grpo_advantage(require_rewards(batch, "dr_grpo"), batch.group_id_B.cpu(), scale_by_std=False)
         return adv_B, adv_metrics(adv_B)
@@ -169,6 +175,9 @@ class DrGRPO:
                      "Human Feedback in LLMs", arxiv="2402.14740")
 class RLOO:
     """RLOO: reward minus the mean reward of the other members of the group."""
+
+    #: Group-relative: with one sample per prompt the advantage is always 0 (see build_components).
+    min_group_size = 2
 
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         adv_B = rloo_advantage(require_rewards(batch, "rloo"), batch.group_id_B.cpu())
@@ -204,6 +213,9 @@ class ReinforcePP:
                      "Large Language Models", arxiv="2501.03262")
 class ReinforcePPBaseline:
     """REINFORCE++-baseline: group-mean baseline, then whitening over all valid tokens of the batch."""
+
+    #: Group-relative: with one sample per prompt the advantage is always 0 (see build_components).
+    min_group_size = 2
 
     def __init__(self, *, whiten_eps: float = 1e-8):
         self.whiten_eps = float(whiten_eps)

@@ -71,6 +71,9 @@ class CANON:
     Logs ``canon/metric_gap`` (mean over groups of mean u(Hi) − mean u(Lo)).
     """
 
+    #: Both halves of a group are compared; a group of one gets A = 0.
+    min_group_size = 2
+
     def __init__(self, *, metric: str = "entropy", mu: float = 1.0, alpha: float = 1.0, beta: float = 0.0,
                  prefer: str | None = None, scale: float = 1.0):
         if metric not in METRICS:

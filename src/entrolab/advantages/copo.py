@@ -90,6 +90,10 @@ class COPO:
     ``copo/gate_mean`` (mean w), ``copo/answer_entropy`` (mean over samples, bits).
     """
 
+    #: Its local part is GRPO (0 for groups of one) but the batch-level part still compares
+    #: prompts, so a group of one is a warning, not an error.
+    advised_group_size = 2
+
     def __init__(self, *, k: float = 5.0, b: float = 1.0, gate: str = "soft_with_zero", entropy_coef: bool = False,
                  norm_by_std: bool = True):
         if gate not in GATES:

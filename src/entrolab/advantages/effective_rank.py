@@ -88,6 +88,8 @@ class EffectiveRankBonus:
     """
 
     requires = frozenset({"hidden"})
+    #: The bonus is bounded by |A_GRPO|/κ, so with groups of one (A_GRPO = 0) everything is 0.
+    min_group_size = 2
 
     def __init__(self, *, stride: int = 8, max_len: int = 512, gain: float = 2.0, scale: float = 1.0,
                  ema_alpha: float = 0.3, kappa: float = 2.0, eps: float = 1e-6, scale_by_std: bool = True,

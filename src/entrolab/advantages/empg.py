@@ -65,6 +65,10 @@ class EMPG:
     token gets its step's value). Logs ``empg/steps_mean`` (steps per response), ``empg/approx_split_frac``.
     """
 
+    #: The reward enters only through GRPO's group-relative A; with groups of one only the entropy
+    #: (clarity) bonus would remain and the reward would never reach the gradient.
+    min_group_size = 2
+
     def __init__(self, *, k: float = 1.0, k_next: float = 1.0, zeta: float = 0.05, delimiters: str = ",.;\n",
                  marker: str | None = None, scale_by_std: bool = True, eps: float = 1e-6, center: bool = True):
         if zeta < 0:

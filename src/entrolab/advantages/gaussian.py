@@ -86,6 +86,9 @@ class GaussianGRPO:
     The task of a prompt is ``prompt.meta[task_key]`` (missing = one task for everybody).
     """
 
+    #: Ranks within a group: a group of one has no rank spread and gets A = 0.
+    min_group_size = 2
+
     def __init__(self, *, across_batch: bool = True, task_key: str = "task", exclude_constant_groups: bool = True):
         self.across_batch, self.task_key = bool(across_batch), task_key
         self.exclude_constant_groups = bool(exclude_constant_groups)

@@ -40,6 +40,8 @@ class _Controlled:
     """Shared part: GRPO settings, the temperature switch and its per-step measurement."""
 
     name = "controller"
+    #: The advantage is GRPO's, which is 0 for every group of one.
+    min_group_size = 2
 
     def __init__(self, *, target: float, t_high: float, t_low: float, measure: str, eps: float,
                  scale_by_std: bool):
@@ -176,6 +178,10 @@ class DCPO(_Controlled):
     """
 
     name = "dcpo"
+    # Its GRPO part is 0 for groups of one, but the α·b·ρ term still weighs correct responses, so a
+    # group of one loses only part of the signal: a warning, not an error.
+    min_group_size = 1
+    advised_group_size = 2
 
     def __init__(self, *, target: float = 0.5, t_high: float = 1.2, t_low: float = 0.8, alpha_cap: float = 0.1,
                  correct_threshold: float = 0.05, measure: Literal["nll", "entropy"] = "nll", eps: float = 1e-6,

@@ -123,6 +123,8 @@ class PerplexityPosition:
             if not 0 <= v < 1:
                 raise ValueError(f"{name} must be in [0, 1) so weights stay positive, got {v}")
         self.ppl_alpha, self.position_gamma = float(ppl_alpha), float(position_gamma)
+        # z_ppl is a min-max within each group: 0 for a group of one, so only the position factor is left.
+        self.advised_group_size = 2 if self.ppl_alpha > 0 else 1
 
     def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
         mask_BT = as_bool_mask(inp.mask_BT)

@@ -77,6 +77,10 @@ class DiversityReward:
     Logs ``reward/distinct_answers`` (mean coverage F per group).
     """
 
+    #: Coverage is counted within a group; with groups of one every answer is "new", so the reward
+    #: degenerates to a bonus for any (correct) answer: worth a warning, not an error.
+    advised_group_size = 2
+
     def __init__(self, *, credit: str = "sequential", correct_only: bool = True, value: float = 1.0):
         if credit not in ("sequential", "shapley"):
             raise ValueError(f"credit must be 'sequential' or 'shapley', got {credit!r}")

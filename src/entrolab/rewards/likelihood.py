@@ -109,6 +109,8 @@ class LikelihoodReward:
         if not sft_coef >= 0:
             raise ValueError(f"sft_coef must be >= 0, got {sft_coef}")
         self.form, self.answer_key, self.sft_coef = form, answer_key, float(sft_coef)
+        # JEPO's value is a leave-one-out difference within the group: 0 for a group of one.
+        self.min_group_size = 2 if form == "jepo" else 1
         self.scorer: Scorer | None = None
         self.model = self.tokenizer = None
 

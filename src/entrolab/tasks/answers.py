@@ -75,15 +75,25 @@ def normalize_text(text: str) -> str:
     return text[:-1].rstrip() if text.endswith(".") else text
 
 
+#: Longest number text (after dropping ``$`` and thousands separators) that ``parse_number`` reads:
+#: a Fraction of a huge literal is slow to build (and Python refuses int() past 4300 digits).
+MAX_NUMBER_CHARS = 100
+
+
+def _number_text(text: str) -> str:
+    text = normalize_text(text).replace("\\$", "").replace("$", "").strip()
+    return _THOUSANDS_RE.sub("", text)
+
+
 def parse_number(text: str) -> Fraction | None:
     """An exact number from ``72``, ``-3.50``, ``1,234``, ``$5``, ``3/4`` (else None).
 
     Dollar signs, surrounding spaces, a trailing ``.`` and thousands separators are ignored;
-    anything else (units, ``%``, words, ``1e3``) means "not a number".
+    anything else (units, ``%``, words, ``1e3``) means "not a number". A number longer than
+    ``MAX_NUMBER_CHARS`` is None too; :func:`is_long_number` tells that case apart.
     """
-    text = normalize_text(text).replace("\\$", "").replace("$", "").strip()
-    text = _THOUSANDS_RE.sub("", text)
-    if len(text) > 100:  # a Fraction of a huge literal is slow to build and never an answer
+    text = _number_text(text)
+    if len(text) > MAX_NUMBER_CHARS:
         return None
     if _PLAIN_NUMBER_RE.fullmatch(text):
         return Fraction(text)
@@ -91,6 +101,15 @@ def parse_number(text: str) -> Fraction | None:
     if m and int(m.group(2)) != 0:
         return Fraction(int(m.group(1)), int(m.group(2)))
     return None
+
+
+def is_long_number(text: str) -> bool:
+    """Is ``text`` shaped like a number but longer than ``MAX_NUMBER_CHARS`` (so ``parse_number`` gave None)?
+
+    Linear time: both patterns are anchored and free of nested repetition.
+    """
+    text = _number_text(text)
+    return len(text) > MAX_NUMBER_CHARS and bool(_PLAIN_NUMBER_RE.fullmatch(text) or _FRACTION_RE.fullmatch(text))
 
 
 def format_number(x: Fraction) -> str:

@@ -13,7 +13,7 @@ Formats (every character is a token, so they are compact):
 The verifier reads the text after the FIRST marker, so the answer phase starts exactly where
 thinking-phase/answer-phase statistics split it; a second marker inside the answer is a
 ``bad_char``. Reason codes, in the order they are checked: ``no_answer`` (no marker),
-``too_long``, ``bad_char``, ``parse_error``, ``too_deep`` (see ``expr.parse``), then
+``too_long``, ``bad_char``, ``big_number``, ``parse_error``, ``too_deep`` (see ``expr.parse``), then
 ``unknown_number`` (a literal not among the given numbers), ``reused_number`` (a given number
 used more often than given), ``missing_number`` (a given number left unused), ``div_by_zero``,
 ``wrong_value``, ``ok``. Reward is 1.0 for ``ok`` and 0.0 otherwise; every parsed answer, right

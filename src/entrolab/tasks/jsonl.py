@@ -2,27 +2,31 @@
 
 Each row gives a prompt (``prompt_key``) and a reference answer (``answer_key``). A GSM8K row
 ``{"question": "...", "answer": "... #### 72"}`` works with the defaults. A malformed row (bad
-JSON, not an object, missing key, wrong type, no extractable reference) is an error naming the
-file and line (JSONL) or row (Parquet), raised when the task is built.
+JSON, ``NaN``/``Infinity``, not an object, missing key, wrong type, no extractable reference, a
+prompt or reference past its size limit) is an error naming the file and line (JSONL) or row
+(Parquet), raised when the task is built; so is a file with no rows.
 
 Verification: the answer section (the text after the first ``answer_marker`` if one is set,
 else the whole completion) goes through ``answer_extractor``; the result is compared with the
 reference by ``match``. Reason codes: ``ok``, ``wrong_value``, ``no_answer`` (marker missing or
-nothing extracted), ``too_long``, ``parse_error`` (``numeric``: not a number; ``math_verify``:
-it failed), ``timeout`` (``math_verify`` ran past its time limit).
+nothing extracted), ``too_long`` (longer than ``max_answer_chars``, or under ``numeric`` a number
+longer than ``answers.MAX_NUMBER_CHARS``), ``parse_error`` (``numeric``: not a number;
+``math_verify``: it failed), ``timeout`` (``math_verify`` ran past its time limit).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
 from entrolab.registry import TASKS
-from entrolab.tasks.answers import (EXTRACTORS, TimedWorker, format_number, import_math_verify,
-                                    math_verify_available, math_verify_equal, normalize_text,
-                                    numbers_match, parse_number)
+from entrolab.tasks.answers import (EXTRACTORS, MAX_NUMBER_CHARS, TimedWorker, format_number,
+                                    import_math_verify, is_long_number, math_verify_available,
+                                    math_verify_equal, normalize_text, numbers_match, parse_number)
 from entrolab.types import Prompt, Verdict
 
 MATCHES = ("exact", "numeric", "math_verify")
@@ -32,7 +36,9 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """``(location, row)`` pairs of a ``.jsonl``/``.ndjson`` or ``.parquet`` file.
 
     Locations read ``file:line`` (JSONL, blank lines skipped) or ``file: row N`` (Parquet),
-    1-based. Raises ValueError naming the location for bad JSON, bad UTF-8 or a non-object row.
+    1-based. Raises ValueError naming the location for bad JSON (including ``NaN``/``Infinity``,
+    which Python's json would otherwise accept, and integers too long for Python to read), bad UTF-8
+    or a non-object row, and naming the file when it has no rows at all.
     """
     path = Path(path)
     if not path.is_file():
@@ -50,9 +56,11 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, parse_constant=_reject_constant, parse_int=_read_int)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
+                except ValueError as err:  # NaN/Infinity (below), or an integer past Python's digit limit
+                    raise ValueError(f"{where}: invalid JSON: {err}") from None
                 if not isinstance(row, dict):
                     raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
                 rows.append((where, row))
@@ -64,7 +72,23 @@ def read_rows(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         rows = [(f"{path}: row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist(), 1)]
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .ndjson or .parquet")
+    if not rows:
+        raise ValueError(f"{path}: the file has no rows (it is empty or holds only blank lines)")
     return rows
+
+
+def _read_int(digits: str) -> int:
+    limit = sys.get_int_max_str_digits() or None  # 0 = no limit
+    if limit is not None and len(digits.lstrip("-")) > limit:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits, more than Python reads "
+                         f"({limit}); write it as a string")
+    return int(digits)
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts these non-standard constants by default; a NaN answer would then become the
+    # reference text 'nan' (exact matching) and poison numeric metrics downstream.
+    raise ValueError(f"{name} is not a finite JSON number (write the value as a string if it is text)")
 
 
 def _template_fields(template: str) -> list[str]:
@@ -101,6 +125,10 @@ class JsonlTask:
         rel_tol: relative tolerance of ``numeric`` matching (0 = exact).
         max_answer_chars: longest extracted answer that is compared (longer is ``too_long``).
         math_verify_timeout_s: wall-clock limit of one ``math_verify`` comparison.
+        max_prompt_chars: longest prompt (after ``template``); a longer row is an error naming its
+            line, because a runaway row (a 50 MB prompt) would otherwise reach the tokenizer and
+            the rollout and exhaust memory without a word.
+        max_reference_chars: longest ``answer_key`` (and ``demo_key``) value, checked the same way.
     """
 
     name = "jsonl"
@@ -110,7 +138,8 @@ class JsonlTask:
                  id_key: str | None = None, demo_key: str | None = None, template: str = "{prompt}",
                  answer_extractor: str = "gsm8k", reference_extractor: str = "auto", match: str = "exact",
                  answer_marker: str | None = None, rel_tol: float = 1e-6, max_answer_chars: int = 1000,
-                 math_verify_timeout_s: float = 5.0):
+                 math_verify_timeout_s: float = 5.0, max_prompt_chars: int = 20_000,
+                 max_reference_chars: int = 20_000):
         if (path is None) == (paths is None):
             raise ValueError("jsonl: give exactly one of 'path' (one file) or 'paths' ({split: file})")
         if paths is not None and (not isinstance(paths, dict) or not paths):
@@ -130,8 +159,11 @@ class JsonlTask:
             raise ValueError(f"jsonl: answer_marker must be a non-empty string or None, got {answer_marker!r}")
         if not rel_tol >= 0:
             raise ValueError(f"jsonl: rel_tol must be >= 0, got {rel_tol!r}")
-        if isinstance(max_answer_chars, bool) or not isinstance(max_answer_chars, int) or max_answer_chars < 1:
-            raise ValueError(f"jsonl: max_answer_chars must be an integer >= 1, got {max_answer_chars!r}")
+        for key, val in (("max_answer_chars", max_answer_chars), ("max_prompt_chars", max_prompt_chars),
+                         ("max_reference_chars", max_reference_chars)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"jsonl: {key} must be an integer >= 1, got {val!r}")
+        self.max_prompt_chars, self.max_reference_chars = max_prompt_chars, max_reference_chars
         self.prompt_key, self.answer_key, self.id_key, self.demo_key = prompt_key, answer_key, id_key, demo_key
         self.template, self._fields = template, _template_fields(template)
         self.answer_extractor, self.reference_extractor = answer_extractor, reference_extractor
@@ -139,6 +171,7 @@ class JsonlTask:
         self.max_answer_chars = max_answer_chars
         self._worker = (TimedWorker(timeout_s=math_verify_timeout_s, warmup=import_math_verify)
                         if match == "math_verify" else None)
+        self.split_key, self._source = split_key, path if paths is None else paths
         self._demos: dict[str, str] = {}
         self._splits: dict[str, list[Prompt]] = {}
         if paths is not None:
@@ -164,6 +197,8 @@ class JsonlTask:
         if isinstance(val, str):
             return val
         if numbers_ok and isinstance(val, (int, float)) and not isinstance(val, bool):
+            if isinstance(val, float) and not math.isfinite(val):  # Parquet can hold NaN/inf floats
+                raise ValueError(f"{where}: '{key}' is {val} (not a finite number)")
             return str(val)
         kind = "a string or a number" if numbers_ok else "a string"
         raise ValueError(f"{where}: '{key}' must be {kind}, got {type(val).__name__}")
@@ -177,6 +212,9 @@ class JsonlTask:
             ref = raw.strip()
         if self.match == "numeric":
             num = parse_number(ref)
+            if num is None and is_long_number(ref):
+                raise ValueError(f"{where}: match='numeric' but the reference is a number of {len(ref)} characters; "
+                                 f"numeric matching reads numbers of at most {MAX_NUMBER_CHARS} (use match='exact')")
             if num is None:
                 raise ValueError(f"{where}: match='numeric' but the reference {ref[:80]!r} is not a number")
             return format_number(num)
@@ -186,22 +224,35 @@ class JsonlTask:
         out, seen = [], {}
         for i, (where, row) in enumerate(rows):
             question = self._field(where, row, self.prompt_key)
-            ref = self._reference(where, self._field(where, row, self.answer_key, numbers_ok=True))
+            raw_ref = self._field(where, row, self.answer_key, numbers_ok=True)
+            self._check_size(where, f"'{self.answer_key}'", raw_ref, "max_reference_chars", self.max_reference_chars)
+            ref = self._reference(where, raw_ref)
             values = {f: self._field(where, row, f, numbers_ok=True) for f in self._fields if f != "prompt"}
             text = self.template.format_map({**values, "prompt": question})
+            self._check_size(where, "the prompt", text, "max_prompt_chars", self.max_prompt_chars)
             pid = self._field(where, row, self.id_key, numbers_ok=True) if self.id_key else f"{split}-{i:05d}"
             if pid in seen:
                 raise ValueError(f"{where}: duplicate id {pid!r} (first at {seen[pid]})")
             seen[pid] = where
             if self.demo_key is not None:
-                self._demos[pid] = self._field(where, row, self.demo_key)
+                demo = self._field(where, row, self.demo_key)
+                self._check_size(where, f"'{self.demo_key}'", demo, "max_reference_chars", self.max_reference_chars)
+                self._demos[pid] = demo
             out.append(Prompt(id=pid, text=text, meta={"answer": ref, "source": where}))
         return out
+
+    @staticmethod
+    def _check_size(where: str, what: str, text: str, key: str, limit: int) -> None:
+        if len(text) > limit:
+            raise ValueError(f"{where}: {what} has {len(text)} characters, more than {key}={limit} "
+                             f"(raise task.{key} if rows this long are intended)")
 
     # ------------------------------------------------------------------ Task protocol
     def prompts(self, split: str) -> list[Prompt]:
         if split not in self._splits:
-            raise ValueError(f"jsonl: no split {split!r}; this task has: {', '.join(sorted(self._splits))}")
+            source = f"{self._source} (split column '{self.split_key}')" if self.split_key else self._source
+            raise ValueError(f"jsonl: no split {split!r} in {source}; this task has: "
+                             f"{', '.join(sorted(self._splits))}")
         return list(self._splits[split])
 
     def _ref(self, prompt: Prompt) -> str:
@@ -229,7 +280,7 @@ class JsonlTask:
         if self.match == "numeric":
             num = parse_number(ans)
             if num is None:
-                return Verdict(0.0, False, None, "parse_error")
+                return Verdict(0.0, False, None, "too_long" if is_long_number(ans) else "parse_error")
             ref_num = parse_number(ref)
             if ref_num is None:  # a prompt made by a differently configured task
                 raise ValueError(f"jsonl: prompt {prompt.id!r} has a non-numeric reference {ref!r}")
