@@ -1,8 +1,10 @@
 """The policy-gradient update on one rollout batch: mini-batches, micro-batches, one optimizer step each.
 
 Per micro-batch: training forward → ``PolicyInputs`` → surrogate loss_BT → × token weights →
-+ regularizer loss_BT → aggregation with mini-batch-wide counts (so gradient accumulation over
-micro-batches gives exactly the mini-batch gradient) → backward. No stage is special-cased.
++ per-token regularizer loss_BT → aggregation with mini-batch-wide counts (so gradient accumulation
+over micro-batches gives exactly the mini-batch gradient) → + scalar (0-dim) regularizer losses,
+weighted by the micro-batch's sequence share (``scalar_share``) so each enters the mini-batch loss
+once whatever the aggregation → backward. No stage is special-cased.
 
 Every per-row batch extra (``types.is_row_extra``, e.g. ``kl_weight_B``) reaches the components in
 ``PolicyInputs.extras``, sliced to the micro-batch. Afterwards ``batch.extras["policy_logp_BT"]``
@@ -94,12 +96,33 @@ def micro_batch_loss(
         weight_BT, m = weight(inp)
         loss_BT = loss_BT * weight_BT.detach()
         metrics.update(m)
-    for reg in comps.regularizers:
-        reg_BT, m = reg(inp)
-        loss_BT = loss_BT + reg_BT
+    scalar = torch.zeros((), device=device)
+    for i, reg in enumerate(comps.regularizers):
+        reg_out, m = reg(inp)
+        if reg_out.dim() == 0:  # a sequence/batch-level penalty: added once, after aggregation
+            scalar = scalar + reg_out
+        elif reg_out.shape == loss_BT.shape:
+            loss_BT = loss_BT + reg_out
+        else:
+            raise ValueError(f"objective.regularizers.{i} ({type(reg).__name__}) returned shape "
+                             f"{tuple(reg_out.shape)}; expected a 0-dim scalar or {tuple(loss_BT.shape)}")
         metrics.update(m)
     loss = comps.aggregation(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
-    return loss, metrics, logp_BT
+    return loss + scalar_share(len(idx_B), num_seqs) * scalar, metrics, logp_BT
+
+
+def scalar_share(micro_seqs: int, num_seqs: float) -> float:
+    """Weight of a micro-batch's scalar regularizer loss: its share of the mini-batch's sequences.
+
+    A regularizer that returns a 0-dim loss P (SIREN's β(Ĥ − H_0)², SAFE's gated KL) states a
+    penalty on the batch it was given, computed from that micro-batch alone. Weighting each
+    micro-batch's P_k by n_k / N (sequences) makes the weights sum to 1 over the mini-batch, so a
+    mini-batch without micro-batching sees P exactly once, whatever the aggregation, and a split one
+    sees Σ_k (n_k/N)·P_k. The sequence share is what verl applies to the whole micro-batch loss
+    (``len(micro) / ppo_mini_batch_size`` under dynamic batching, ``1 / grad_accum`` otherwise), so
+    these penalties scale across micro-batches exactly as in the upstream code.
+    """
+    return micro_seqs / max(num_seqs, 1.0)
 
 
 def update_policy(

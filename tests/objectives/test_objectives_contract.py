@@ -6,14 +6,17 @@ Inputs come from a tiny softmax policy (logits are the only leaf), so ``logp_BT`
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
 import torch
 
 import entrolab.objectives  # noqa: F401
-from entrolab.registry import REGULARIZERS, SURROGATES, TOKEN_WEIGHTS
-from entrolab.types import PolicyInputs
+from entrolab.components import Components
+from entrolab.policy_update import UpdateSettings, update_policy
+from entrolab.registry import AGGREGATIONS, REGULARIZERS, SURROGATES, TOKEN_WEIGHTS
+from entrolab.types import PolicyInputs, Prompt, RolloutBatch
 
 ENTRIES = (
     [("surrogate", n) for n in SURROGATES.names()]
@@ -71,10 +74,13 @@ def run(kind, name, inp):
 def test_shapes_metrics_and_masked_gradient(kind, name, device):
     inp, logits = policy_batch(LENGTHS, device=device)
     _, out, metrics = run(kind, name, inp)
-    assert out.shape == inp.mask_BT.shape
+    if kind == "regularizer" and out.dim() == 0:
+        pass  # a batch-level penalty, added once after aggregation (docs/CONTRACTS.md)
+    else:
+        assert out.shape == inp.mask_BT.shape
+        assert torch.all(out[~inp.mask_BT] == 0), "padded positions must be exactly 0"
     assert torch.isfinite(out).all()
     assert all(type(v) is float for v in metrics.values()), metrics
-    assert torch.all(out[~inp.mask_BT] == 0), "padded positions must be exactly 0"
     if kind == "weight":
         assert not out.requires_grad, "token weights are detached"
         assert torch.all(out[inp.mask_BT] >= 0)
@@ -133,3 +139,71 @@ def test_every_entry_cites_a_paper():
         for e in reg:
             assert e.paper == "baseline" or e.arxiv or "blog" in e.paper, e.name
             assert e.summary, f"{e.name} needs a docstring summary"
+
+
+#: Regularizers whose paper adds the penalty once to the loss (not per token through the policy-loss
+#: aggregation): they return a 0-dim loss. Every other regularizer is per token.
+SCALAR_REGULARIZERS = {"siren", "safe_kl"}
+
+
+@pytest.mark.parametrize("name", REGULARIZERS.names())
+def test_regularizer_output_kind(name):
+    """SIREN (pg_loss + β(Ĥ − H_0)²) and SAFE (L_pol + P_KL) add one number per micro-batch; EPO,
+    the entropy bonus and kl_to_ref are per-token terms aggregated like the policy loss (verl's
+    ``agg_loss(entropy | kl, loss_agg_mode)``)."""
+    inp, _ = policy_batch(LENGTHS)
+    _, out, _ = run("regularizer", name, inp)
+    assert (out.dim() == 0) == (name in SCALAR_REGULARIZERS)
+
+
+def _lm_batch(tok, lengths=(4, 2, 3), seed=0):
+    """Random prompt/completion tokens for a tiny LM, zero advantages (the surrogate adds no gradient)."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = len(lengths), max(lengths)
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    return RolloutBatch(
+        prompts=[Prompt(id="a", text="a")], group_id_B=torch.zeros(B, dtype=torch.long),
+        prompt_ids_BL=torch.randint(3, len(tok), (B, 2), generator=g), mask_prompt_BL=torch.ones(B, 2, dtype=torch.bool),
+        completion_ids_BT=torch.randint(3, len(tok), (B, T), generator=g) * mask, mask_BT=mask, texts=["x"] * B,
+        stop_reasons=["eos"] * B, old_logp_BT=torch.zeros(B, T), rewards_B=torch.zeros(B), adv_BT=torch.zeros(B, T))
+
+
+def _comps(agg, regs):
+    return Components(task=None, reward_terms=[], shapers=[], normalize_rewards=False, advantage=None,
+                      surrogate=SURROGATES.build("reinforce"), aggregation=AGGREGATIONS.build(agg), regularizers=regs)
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS.names())
+def test_per_token_regularizer_is_aggregated_with_the_policy_loss(tiny_lm, agg):
+    """A per-token loss_BT is added before aggregation: with the entropy bonus (c = 50: a random model sits near maximum entropy, so ∇H is small) the optimizer's
+    step (SGD, lr 1: minus the gradient) equals the gradient of agg(−c·H_BT) by autograd."""
+    from entrolab.models.forward import completion_stats
+
+    model, tok = tiny_lm
+    model = copy.deepcopy(model)
+    batch = _lm_batch(tok)
+    fwd = completion_stats(model, batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
+    n_tok, n_seq = float(batch.mask_BT.sum()), float(batch.batch_size)
+    expected = AGGREGATIONS.build(agg)(-50.0 * fwd.entropy_BT, batch.mask_BT, num_tokens=n_tok, num_seqs=n_seq)
+    params = list(model.parameters())
+    grads = torch.autograd.grad(expected, params, allow_unused=True)
+    before = [p.detach().clone() for p in params]
+    update_policy(model, torch.optim.SGD(params, lr=1.0), _comps(agg, [REGULARIZERS.build("entropy_bonus", {"coef": 50.0})]),
+                  batch, UpdateSettings(grad_clip=None), generator=torch.Generator().manual_seed(0), requires=set())
+    assert max(float(g.abs().max()) for g in grads if g is not None) > 1e-3
+    for g, p0, p1 in zip(grads, before, params):
+        torch.testing.assert_close(p0 - p1.detach(), torch.zeros_like(p0) if g is None else g, rtol=1e-4, atol=2e-6)
+
+
+def test_regularizer_with_wrong_shape_is_named(tiny_lm):
+    """A regularizer returning neither a 0-dim loss nor a [B, T] one is an error naming it."""
+    class PerSequence:
+        def __call__(self, inp):
+            return inp.logp_BT.sum(-1), {}
+
+    model, tok = tiny_lm
+    model = copy.deepcopy(model)
+    comps = _comps("token_mean", [REGULARIZERS.build("entropy_bonus"), PerSequence()])
+    with pytest.raises(ValueError, match=r"objective\.regularizers\.1 \(PerSequence\) returned shape \(3,\)"):
+        update_policy(model, torch.optim.SGD(model.parameters(), lr=0.0), comps, _lm_batch(tok), UpdateSettings(),
+                      generator=torch.Generator().manual_seed(0), requires=set())

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 import entrolab.objectives  # noqa: F401
+from entrolab.components import Components
+from entrolab.models.forward import completion_stats
 from entrolab.objectives.siren import peak_entropy_mask, top_p_entropy
-from entrolab.registry import REGULARIZERS
+from entrolab.policy_update import UpdateSettings, update_policy
+from entrolab.registry import AGGREGATIONS, REGULARIZERS, SURROGATES
+from entrolab.types import Prompt, RolloutBatch
 
 
 def _logits(probs):
@@ -58,8 +63,8 @@ def test_anchor_then_squared_deviation(make_inputs):
     reg.load_state_dict({"anchor": h0 - 0.5})
     loss, m = reg(inp)
     assert m["entropy/siren_sq_dev"] == pytest.approx(0.25)
-    assert loss[0, 0].item() == pytest.approx(0.01 * 0.25) and loss[1, 4].item() == 0.0
-    loss[0, 0].backward()
+    assert loss.dim() == 0 and loss.item() == pytest.approx(0.01 * 0.25)  # one batch-level number
+    loss.backward()
     with torch.no_grad():
         stepped = (logits - 10.0 * logits.grad).requires_grad_(True)
     _, m2 = reg(make_inputs(logp.detach(), [1.0] * 3, inp.mask_BT, logits_BTV=stepped))
@@ -73,3 +78,62 @@ def test_needs_logits_with_gradient(make_inputs):
         reg(make_inputs(logp.detach(), [1.0] * 3))
     with pytest.raises(ValueError, match="gradient"):
         reg(make_inputs(logp.detach(), [1.0] * 3, logits_BTV=logits.detach()))
+
+
+LENGTHS = [5, 3, 4, 2]
+
+
+def _lm_batch(tok, seed=0):
+    """4 rows (2 groups of 2) of random prompt/completion tokens, lengths LENGTHS, zero advantages
+    (so the surrogate contributes no gradient and only the regularizer moves the weights)."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, V = len(LENGTHS), max(LENGTHS), len(tok)
+    mask = torch.arange(T)[None] < torch.tensor(LENGTHS)[:, None]
+    return RolloutBatch(
+        prompts=[Prompt(id="a", text="a"), Prompt(id="b", text="b")], group_id_B=torch.tensor([0, 0, 1, 1]),
+        prompt_ids_BL=torch.randint(3, V, (B, 3), generator=g), mask_prompt_BL=torch.ones(B, 3, dtype=torch.bool),
+        completion_ids_BT=torch.randint(3, V, (B, T), generator=g) * mask, mask_BT=mask,
+        texts=["x"] * B, stop_reasons=["eos"] * B, old_logp_BT=torch.zeros(B, T),
+        rewards_B=torch.zeros(B), adv_BT=torch.zeros(B, T))
+
+
+def _siren_formula(model, batch, rows, *, beta, anchor, top_p):
+    """β·(Ĥ − H_0)² written out: Ĥ = (1/|rows|) Σ_b mean_{t ∈ M_b} H^p_bt, M_b the row's tokens above its
+    0.8-quantile of H^p."""
+    idx = torch.tensor(rows)
+    mask = batch.mask_BT[idx]
+    fwd = completion_stats(model, batch.prompt_ids_BL[idx], batch.mask_prompt_BL[idx], batch.completion_ids_BT[idx],
+                           mask, need_logits=True)
+    h = top_p_entropy(fwd.logits_BTV, top_p=top_p)
+    sel = peak_entropy_mask(h, mask, mask_ratio=0.8)
+    rows_h = [h[b][sel[b]].mean() if sel[b].any() else h.new_zeros(()) for b in range(len(rows))]
+    return beta * (torch.stack(rows_h).mean() - anchor) ** 2
+
+
+@pytest.mark.parametrize("micro", [None, 2])
+@pytest.mark.parametrize("agg", AGGREGATIONS.names())
+def test_item3_siren_penalty_enters_once_under_every_aggregation(tiny_lm, agg, micro):
+    """What the optimizer sees (SGD, lr 1: the step is minus the gradient) equals the gradient of
+    β(Ĥ − H_0)² by autograd, under every aggregation: the 0-dim penalty is added after aggregation.
+    With two micro-batches of 2 rows each (micro = 2) it is Σ_k (2/4)·β(Ĥ_k − H_0)² (sequence share).
+    The old code spread β(Ĥ − H_0)² over the valid tokens, so ``constant_norm`` (constant 48) saw
+    β·L̄/48 and ``seq_mean_token_sum`` β·L̄ (L̄ = 3.5 here)."""
+    model, tok = tiny_lm
+    model = copy.deepcopy(model)
+    batch = _lm_batch(tok)
+    beta, anchor, top_p = 1.0, 0.5, 0.9
+    splits = [[0, 1, 2, 3]] if micro is None else [[0, 1], [2, 3]]
+    expected = sum(len(r) / 4 * _siren_formula(model, batch, r, beta=beta, anchor=anchor, top_p=top_p) for r in splits)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(expected, params, allow_unused=True)
+    before = [p.detach().clone() for p in params]
+    comps = Components(task=None, reward_terms=[], shapers=[], normalize_rewards=False, advantage=None,
+                       surrogate=SURROGATES.build("reinforce"), aggregation=AGGREGATIONS.build(agg),
+                       regularizers=[REGULARIZERS.build("siren", {"beta": beta, "anchor": anchor, "top_p": top_p})])
+    update_policy(model, torch.optim.SGD(params, lr=1.0), comps, batch,
+                  UpdateSettings(micro_batch_size=micro, grad_clip=None),
+                  generator=torch.Generator().manual_seed(0), requires={"logits"})
+    assert expected.item() > 0.01 and max(float(g.abs().max()) for g in grads if g is not None) > 1e-3
+    for g, p0, p1 in zip(grads, before, params):
+        g = torch.zeros_like(p0) if g is None else g
+        torch.testing.assert_close(p0 - p1.detach(), g, rtol=1e-4, atol=2e-6)

@@ -67,18 +67,6 @@ def check_same_shape(**tensors: torch.Tensor) -> None:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but {ref_name} has {tuple(ref.shape)}")
 
 
-def broadcast_scalar(value: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
-    """Spread a scalar loss (with its gradient) over the valid tokens of a [B, T] grid.
-
-    Regularizers return ``loss_BT``; a method whose penalty is one number per micro-batch
-    (SIREN's squared deviation, SAFE's gated KL) writes that number on every valid token.
-    Under ``token_mean`` / ``seq_mean_token_mean`` the aggregate is then the number itself
-    (micro-batches weighted by their token / sequence share); sum-type aggregations scale it
-    by the mean length. Padded positions stay exactly 0.
-    """
-    return torch.where(mask_BT, value.expand(mask_BT.shape), torch.zeros((), dtype=value.dtype))
-
-
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Validate a hyperparameter: raise a ValueError naming it when out of range."""
     ok = value >= 0 if allow_zero else value > 0

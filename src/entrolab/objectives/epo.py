@@ -1,12 +1,14 @@
 """EPO: entropy bonus plus a (differentiable) smoothing band around the historical entropy.
 
 Xu et al., "EPO: Entropy-regularized Policy Optimization for LLM Agents Reinforcement
-Learning", arXiv 2509.22576 (spec §6). Per token, with H_t the current entropy (gradient) and
-H̄ the historical mean entropy,
-    L_t = −β_H·H_t + β_s·w(e)·λ·[relu(κ_lo·H̄ − H_t) + relu(H_t − κ_hi·H̄)],
-where w(e) is the phase weight at step e with horizon E (released code: E = 150):
-    w(e) = 1 − 0.2·(1 − exp(−2e/(E/2)))     for e ≤ E/2   (slow decay 1 → ~0.83),
-    w(e) = 0.8·exp(−3(e − E/2)/(E/2))       for e > E/2   (fast decay 0.8 → ~0.04).
+Learning", arXiv 2509.22576 (spec §6). The released loss is pg − β_H·(agg(H) − β_s·agg(P)), so per
+token, with H_t the current entropy (gradient) and H̄ the historical mean entropy,
+    L_t = −β_H·H_t + β_H·β_s·w(e)·λ·[relu(κ_lo·H̄ − H_t) + relu(H_t − κ_hi·H̄)]
+(the band term carries the entropy coefficient β_H too), where w(e) is the phase weight at step e
+with horizon E (released code: E = 150), e clamped to [0, E] and h = ⌊E/2⌋:
+    w(e) = 1 − 0.2·(1 − exp(−2e/h))               for e ≤ h   (slow decay 1 → ~0.83),
+    w(e) = 0.8·exp(−3(e − h)/(E − h))             for e > h   (fast decay 0.8 → ~0.04),
+so past the horizon w stays at w(E) = 0.8·e⁻³.
 
 Where we differ from the released code (deliberately):
 * Upstream's smoothing term is λ·[H outside the band], built from comparisons and constants:
@@ -30,11 +32,14 @@ from entrolab.types import Metrics, PolicyInputs
 
 
 def epo_phase_weight(step: int, *, horizon: int = 150) -> float:
-    """Phase weight w(e) of the released code, generalised to a horizon E (E = 150 there)."""
-    half = horizon / 2
+    """Phase weight w(e) of the released code (``_calculate_epoch_based_entropy_weight``), with the
+    horizon E as a parameter (hard-coded 150 there). As upstream, e is clamped to [0, E] (so w
+    stays at 0.8·e⁻³ past the horizon) and the split point is ⌊E/2⌋. Needs E >= 2."""
+    step = max(0, min(step, horizon))
+    half = horizon // 2
     if step <= half:
         return 1.0 - 0.2 * (1.0 - math.exp(-2.0 * step / half))
-    return 0.8 * math.exp(-3.0 * (step - half) / half)
+    return 0.8 * math.exp(-3.0 * (step - half) / (horizon - half))
 
 
 def epo_band_penalty(
@@ -49,8 +54,11 @@ def epo_band_penalty(
 class EPO:
     """EPO: entropy bonus plus a differentiable penalty for leaving a band around the historical entropy.
 
+    Per-token loss −β_H·H + β_H·β_s·w·λ·band (both terms scaled by β_H, as upstream), aggregated
+    with the policy loss like verl's ``agg_loss(entropy)``.
+
     Args:
-        entropy_coef: β_H of the plain bonus (paper 0.001).
+        entropy_coef: β_H, the coefficient of the whole entropy term, bonus and band (paper 0.001).
         smooth_coef: β_s of the smoothing term (paper 1.0).
         penalty: λ (paper 0.1 on ALFWorld, 0.05 on ScienceWorld).
         kappa_low, kappa_high: band [κ_lo·H̄, κ_hi·H̄] (script 0.5/1.5; config 0.8/1.2; README 0/2).
@@ -99,7 +107,8 @@ class EPO:
         metrics: Metrics = {"entropy/epo_history_mean": hbar or 0.0, "entropy/epo_phase_weight": weight}
         if hbar is not None:
             band_BT = epo_band_penalty(h_BT, hbar, kappa_low=self.kappa_low, kappa_high=self.kappa_high)
-            loss_BT = loss_BT + self.smooth_coef * weight * self.penalty * band_BT
+            # upstream: pg − β_H·(agg(H) − β_s·agg(P)), P = w·λ·[out of band]: β_H multiplies the band too
+            loss_BT = loss_BT + self.entropy_coef * self.smooth_coef * weight * self.penalty * band_BT
             metrics["entropy/epo_in_band_frac"] = frac(band_BT.detach() == 0, mask_BT)
             n = int(mask_BT.sum())
             metrics["entropy/epo_penalty"] = float(masked_sum(band_BT.detach(), mask_BT)) / n if n else 0.0

@@ -10,14 +10,20 @@ arXiv 2602.04651 (spec §10.3). Per optimizer step:
 * threshold τ = clip((τ_0 + u)·φ, 0.1, 0.6);
 * KL EMA k_s ← 0.9·k_s + 0.1·k̄, k̄ the step's token-mean k1 estimate of KL(π_θ ‖ π_ref).
 
-Per micro-batch the penalty is P = c·g·relu(k_s' − τ)² with k_s' = 0.9·sg[k_s] + 0.1·k (k the
-micro-batch's k1 mean, **with gradient**) and entropy gate g = max(0.5, H_floor/(H̄ + 0.1)),
-H̄ the micro-batch's mean entropy (detached).
+Per micro-batch the penalty is P = c·g·relu(k_s' − τ)² with k_s' = 0.9·sg[k_s] + 0.1·k and
+entropy gate g = max(0.5, H_floor/(H̄ + 0.1)), H̄ the micro-batch's mean entropy (detached). k is
+the micro-batch's token-mean KL estimate: its *value* is the k1 mean (SAFE's measurement, also fed
+to the EMA and compared with τ), its *gradient* is that of the k2 mean (``kl_k1_with_k2_gradient``).
+P is one number per micro-batch and is returned as a 0-dim loss: the policy update adds it once,
+after the policy-loss aggregation (upstream: L = L_pol + 0.5·L_V + P − 0.01·H̄).
 
 Where we differ: the released code computes P from python floats, so it carries **no gradient**
-and never affects training; ours differentiates through k (the spec's suggested fix). The
-double soft-min critic of the paper needs a value head, which the trainer does not have yet:
-it is not implemented (see docs/methods/safe_kl.md).
+and never affects training; ours differentiates through k. Differentiating the k1 mean would not
+help: its pathwise gradient over on-policy samples is the mean score ∇log π, zero in expectation
+(no pull toward π_ref). The k2 gradient δ·∇log π has expectation exactly ∇KL(π_θ ‖ π_ref) on
+on-policy samples (Schulman, "Approximating KL Divergence"; "On a few pitfalls in KL divergence
+gradient estimation for RL"). The double soft-min critic of the paper needs a value head, which
+the trainer does not have yet: it is not implemented (see docs/methods/safe_kl.md).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import statistics
 
 import torch
 
-from entrolab.objectives._util import as_bool_mask, broadcast_scalar, check_positive, masked_mean
+from entrolab.objectives._util import as_bool_mask, check_positive, masked_mean
 from entrolab.registry import REGULARIZERS
 from entrolab.types import Metrics, PolicyInputs
 
@@ -74,6 +80,25 @@ def detect_phase(history: list[float], *, window: int = 50) -> str:
     return "plateau"
 
 
+def kl_k1_with_k2_gradient(logp_BT: torch.Tensor, ref_logp_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+    """Token-mean KL(π_θ ‖ π_ref) estimate with the k1 value and the k2 gradient (0-dim).
+
+    With δ_t = log π_θ(o_t) − log π_ref(o_t) over valid tokens: value mean(δ) (k1, unbiased for the
+    KL on on-policy samples; SAFE's measurement), gradient ∇ mean(½δ²) = mean(δ·∇log π_θ). Over
+    on-policy samples E_π[δ·∇log π] = ∇KL(π ‖ π_ref) − E_π[∇log π] = ∇KL, exactly; the gradient of
+    mean(δ) itself is the mean score, zero in expectation.
+
+    Args:
+        logp_BT: log π_θ of the sampled tokens [B, T] (carries gradient).
+        ref_logp_BT: log π_ref of the same tokens [B, T] (detached here).
+        mask_BT: bool [B, T], True = valid. No valid token gives 0.
+    """
+    delta_BT = torch.where(mask_BT, logp_BT - ref_logp_BT.detach(), torch.zeros((), dtype=logp_BT.dtype))
+    k1 = masked_mean(delta_BT, mask_BT)
+    k2 = masked_mean(0.5 * delta_BT.square(), mask_BT)
+    return k1.detach() + (k2 - k2.detach())
+
+
 def safe_penalty(kl_smoothed: torch.Tensor, threshold: float, entropy_mean: float, *, coef=0.1, h_floor=2.0):
     """(P, gate): P = coef·g·relu(k_s − τ)², g = max(0.5, H_floor/(H̄ + 0.1))."""
     gate = max(0.5, h_floor / (entropy_mean + 0.1))
@@ -84,6 +109,8 @@ def safe_penalty(kl_smoothed: torch.Tensor, threshold: float, entropy_mean: floa
                        arxiv="2602.04651")
 class SafeKL:
     """SAFE's entropy-gated KL penalty with a PID/phase-controlled threshold (differentiable).
+
+    Returns a 0-dim loss (a batch-level penalty, added once after aggregation; docs/CONTRACTS.md).
 
     Args:
         coef: penalty coefficient (0.1). h_floor: entropy gate floor H_floor (2.0).
@@ -128,15 +155,15 @@ class SafeKL:
         if inp.ref_logp_BT is None:
             raise ValueError("safe_kl needs ref_logp_BT (requires={'ref_logp'}); the trainer did not provide it")
         mask_BT = as_bool_mask(inp.mask_BT)
-        k1 = masked_mean(torch.where(mask_BT, inp.logp_BT - inp.ref_logp_BT.detach(), torch.zeros(())), mask_BT)
+        k = kl_k1_with_k2_gradient(inp.logp_BT, inp.ref_logp_BT, mask_BT)
         n = int(mask_BT.sum())
-        self._kl_sum, self._kl_n = self._kl_sum + float(k1.detach()) * n, self._kl_n + n
+        self._kl_sum, self._kl_n = self._kl_sum + float(k.detach()) * n, self._kl_n + n
         self._reward_sum += float(inp.rewards_B.float().sum())
         self._reward_n += int(inp.rewards_B.numel())
-        smoothed = self.kl_ema * self.kl_smoothed + (1 - self.kl_ema) * k1
+        smoothed = self.kl_ema * self.kl_smoothed + (1 - self.kl_ema) * k
         h_mean = float(masked_mean(inp.entropy_BT.detach().float(), mask_BT))
         penalty, gate = safe_penalty(smoothed, self.threshold, h_mean, coef=self.coef, h_floor=self.h_floor)
-        return broadcast_scalar(penalty, mask_BT).to(inp.logp_BT.dtype), {
+        return penalty.to(inp.logp_BT.dtype), {
             "kl/safe_threshold": self.threshold,
             "kl/safe_smoothed": float(smoothed.detach()),
             "kl/safe_penalty": float(penalty.detach()),

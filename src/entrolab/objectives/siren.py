@@ -12,18 +12,20 @@
    token contributes 0 and still counts). Anchor H_0 = Ĥ of the first call (the initial
    policy on the first batch), then frozen. Penalty β·(Ĥ − H_0)².
 
-The penalty is one number per micro-batch; it is written on every valid token (``loss_BT``) so
-that ``token_mean`` / ``seq_mean_token_mean`` aggregate it back to β·(Ĥ − H_0), micro-batches
-weighted by their share. Where we differ: upstream applies the mask twice (zero then
-re-quantile), which can drop one borderline token; we apply it once. Upstream's logged
-``actor/entropy`` averages over pads; ``entropy/siren_topp`` here is over valid tokens.
+The penalty is one number per micro-batch, returned as a 0-dim loss: the policy update adds it
+once, after the policy-loss aggregation, weighted by the micro-batch's sequence share (upstream:
+``pg_loss + β·(Ĥ − H_0)²`` per micro-batch, scaled by the same share), so the aggregation mode
+(``constant_norm`` in the paper's recipe) does not rescale β. Where we differ: upstream applies
+the mask twice (zero then re-quantile), which can drop one borderline token; we apply it once.
+Upstream's logged ``actor/entropy`` averages over pads; ``entropy/siren_topp`` here is over
+valid tokens.
 """
 
 from __future__ import annotations
 
 import torch
 
-from entrolab.objectives._util import as_bool_mask, broadcast_scalar, check_positive, frac
+from entrolab.objectives._util import as_bool_mask, check_positive, frac
 from entrolab.registry import REGULARIZERS
 from entrolab.types import Metrics, PolicyInputs
 
@@ -65,7 +67,8 @@ def seq_mean_token_mean_local(x_BT: torch.Tensor, sel_BT: torch.Tensor) -> torch
 class Siren:
     """SIREN: β·(Ĥ − H_0)², Ĥ the masked top-p entropy, H_0 its value for the initial policy.
 
-    Needs the full distribution with gradient (``requires = {"logits"}``).
+    Needs the full distribution with gradient (``requires = {"logits"}``). Returns a 0-dim loss
+    (a batch-level penalty, added once after aggregation; docs/CONTRACTS.md).
 
     Args:
         beta: coefficient (paper 0.005).
@@ -112,8 +115,7 @@ class Siren:
         if self.anchor is None:
             self.anchor = float(h_hat.detach())
         sq_dev = (h_hat - self.anchor).square()
-        loss_BT = broadcast_scalar(self.beta * sq_dev, mask_BT).to(inp.logp_BT.dtype)
-        return loss_BT, {
+        return (self.beta * sq_dev).to(inp.logp_BT.dtype), {
             "entropy/siren_topp": float(h_hat.detach()),
             "entropy/siren_anchor": self.anchor,
             "entropy/siren_sq_dev": float(sq_dev.detach()),
