@@ -12,7 +12,9 @@ Stage contracts (every registered component follows one of these; see docs/compo
 * advantage   ``estimator(batch) -> (adv_B or adv_BT, metrics)``.
 * surrogate   ``surrogate(inp: PolicyInputs) -> (loss_BT, metrics)``.
 * token weight ``weight(inp: PolicyInputs) -> (weight_BT, metrics)``; detached, multiplies loss_BT.
-* regularizer ``reg(inp: PolicyInputs) -> (loss_BT, metrics)``; added to loss_BT before aggregation.
+* regularizer ``reg(inp: PolicyInputs) -> (loss_BT | 0-dim loss, metrics)``; a loss_BT is added to the
+  surrogate's loss_BT before aggregation, a 0-dim loss once after it (weighted by the micro-batch's
+  sequence share, ``policy_update.scalar_share``, so a mini-batch sees it exactly once).
 * aggregation ``agg(loss_BT, mask_BT, *, num_tokens, num_seqs) -> scalar`` where the counts are
   over the whole mini-batch, so summing micro-batch results gives the exact mini-batch loss.
 
