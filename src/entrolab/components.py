@@ -20,7 +20,7 @@ from entrolab.registry import (
     ConfigError,
     Registry,
 )
-from entrolab.types import REQUIREMENTS
+from entrolab.types import REQUIREMENTS, RolloutBatch, is_row_extra
 
 #: Modules that register built-in components at import time.
 BUILTIN_MODULES = (
@@ -85,6 +85,33 @@ class Components:
         for k, obj in self.keyed():
             if k in state and hasattr(obj, "load_state_dict"):
                 obj.load_state_dict(state[k])
+
+    def prepare_batch(self, batch: RolloutBatch) -> dict[str, float]:
+        """Batch-scope statistics hook: each component's ``prepare_batch(batch) -> (extras, metrics)``.
+
+        Called by the trainer once per step on the whole update batch, after advantages and side
+        passes and just before the policy update. Every returned extra must be per-row data
+        (``types.is_row_extra``) and is stored in ``batch.extras``, so the update hands each
+        micro-batch its rows in ``PolicyInputs.extras``: a statistic over the whole batch (a group
+        min-max, a batch mean/std) then does not depend on the mini-/micro-batch split. Returns the
+        hooks' metrics.
+        """
+        metrics: dict[str, float] = {}
+        for key, obj in self.keyed():
+            hook = getattr(obj, "prepare_batch", None)
+            if not callable(hook):
+                continue
+            extras, m = hook(batch)
+            for name, value in extras.items():
+                if not is_row_extra(name, value, batch.batch_size):
+                    raise ValueError(f"{key}: prepare_batch returned extras[{name!r}], which is not per-row data "
+                                     f"(a tensor with {batch.batch_size} rows and a name ending in _B, _BT or _BTD)")
+                if name in batch.extras:
+                    raise ValueError(f"{key}: prepare_batch would overwrite batch.extras[{name!r}] "
+                                     "(two components writing one key, e.g. the same token weight listed twice)")
+                batch.extras[name] = value
+            metrics.update(m)
+        return metrics
 
     def on_step_end(self, metrics: dict[str, float]) -> None:
         for _, obj in self.keyed():
