@@ -20,7 +20,7 @@ from entrolab.registry import (
     ConfigError,
     Registry,
 )
-from entrolab.types import REQUIREMENTS, RolloutBatch, is_row_extra
+from entrolab.types import REINFORCE_MASK_KEY, REQUIREMENTS, RolloutBatch, is_row_extra
 
 #: Modules that register built-in components at import time.
 BUILTIN_MODULES = (
@@ -94,8 +94,15 @@ class Components:
         (``types.is_row_extra``) and is stored in ``batch.extras``, so the update hands each
         micro-batch its rows in ``PolicyInputs.extras``: a statistic over the whole batch (a group
         min-max, a batch mean/std) then does not depend on the mini-/micro-batch split. Returns the
-        hooks' metrics.
+        hooks' metrics. First, ``extras["reinforce_mask_BT"]`` (if a stage set it) zeroes ``adv_BT``
+        on its False tokens, so the hooks see the advantages the update trains on.
         """
+        keep_BT = batch.extras.get(REINFORCE_MASK_KEY)
+        if keep_BT is not None and batch.adv_BT is not None:
+            if tuple(keep_BT.shape) != tuple(batch.adv_BT.shape):
+                raise ValueError(f"batch.extras[{REINFORCE_MASK_KEY!r}] has shape {tuple(keep_BT.shape)}, "
+                                 f"adv_BT {tuple(batch.adv_BT.shape)}")
+            batch.adv_BT = batch.adv_BT * keep_BT.to(batch.adv_BT.device).to(batch.adv_BT.dtype)
         metrics: dict[str, float] = {}
         for key, obj in self.keyed():
             hook = getattr(obj, "prepare_batch", None)
@@ -142,7 +149,7 @@ def build_components(recipe: Recipe) -> Components:
     labels = [t[0] for t in terms]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"rewards.terms: duplicate term names {labels}; give each a distinct 'label'")
-    return Components(
+    comps = Components(
         task=build_one(TASKS, recipe.task, "task"),
         reward_terms=terms,
         shapers=[build_one(SHAPERS, b, f"rewards.shapers.{i}") for i, b in enumerate(recipe.rewards.shapers)],
@@ -155,3 +162,7 @@ def build_components(recipe: Recipe) -> Components:
         regularizers=[build_one(REGULARIZERS, b, f"objective.regularizers.{i}")
                       for i, b in enumerate(recipe.objective.regularizers)],
     )
+    for _, obj in comps.keyed():  # components whose own loss term is weighted like the policy loss
+        if callable(getattr(obj, "bind_aggregation", None)):
+            obj.bind_aggregation(comps.aggregation)
+    return comps
