@@ -12,10 +12,13 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/policy_cliff.py [--steps 10] [--delta
    runs differ only through δ.
 3. Eval JSONs (``eval_runner.evaluate_model``) of the base and of each run, with ``reward_delta``
    recorded; plus one eval of the δ = 0 run under another sampling seed: the TV between its two evals is
-   the sampling-noise floor of the TV measured from 64 samples per prompt.
+   the sampling-noise floor of the TV measured from 64 samples per prompt, measured directly
+   (``noise_floor``). The diagnostic's own bootstrap floor (``diagnostics.cliff.tv_noise_floor``, which
+   the cliff section reports per run as ``tv_floor_mean``) is computed on the same two evals
+   (``noise_floor_bootstrap``), so the two estimates can be compared.
 4. ``diagnose`` on the eval JSONs (report in ``OUT/diagnostics``); prints the cliff section (TV per δ,
-   near-optimal set), the noise floor, how far training itself moved the policy (TV base → δ = 0 run),
-   the weight-space distances, and the runs' fraction of zero advantages (``adv/zero_frac``).
+   its bootstrap noise floor and the excess over it, near-optimal set), the measured noise floor, how
+   far training itself moved the policy (TV base → δ = 0 run), the weight-space distances, and the runs' fraction of zero advantages (``adv/zero_frac``).
    Every number also goes to ``OUT/policy_cliff.json``.
 """
 
@@ -56,6 +59,16 @@ def answer_tv(a: dict, b: dict) -> dict[str, float]:
     pb = {p["id"]: p["answers"] for p in b["prompts"]}
     tvs = [total_variation(normalise(pa[k]), normalise(pb[k])) for k in sorted(set(pa) & set(pb))]
     return {"tv_mean": sum(tvs) / len(tvs), "tv_max": max(tvs), "num_prompts": len(tvs)}
+
+
+def bootstrap_floor(a: dict, b: dict) -> dict[str, float]:
+    """Mean over shared prompts of the bootstrap noise floor of TV between two eval JSONs' answer counts."""
+    from entrolab.diagnostics.cliff import tv_noise_floor
+
+    pa = {p["id"]: p["answers"] for p in a["prompts"]}
+    pb = {p["id"]: p["answers"] for p in b["prompts"]}
+    floors = [tv_noise_floor(pa[k], pb[k], seed=i) for i, k in enumerate(sorted(set(pa) & set(pb)))]
+    return {"tv_floor_mean": sum(floors) / len(floors), "num_prompts": len(floors)}
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -152,6 +165,7 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "cliff": report["sections"].get("cliff", {"disabled": report["disabled"].get("cliff")}),
         "noise_floor": answer_tv(loaded["delta_0"], load_eval(noise_path)),
+        "noise_floor_bootstrap": bootstrap_floor(loaded["delta_0"], load_eval(noise_path)),
         "training_displacement": answer_tv(loaded["base"], loaded["delta_0"]),
         "pass@1": {k: v["summary"].get("pass@1") for k, v in loaded.items()},
         "adv_zero_frac": {recipes[d].name: mean_metric(out / recipes[d].name, "adv/zero_frac") for d in deltas},

@@ -22,7 +22,7 @@ from entrolab.registry import (
     Registry,
     check_value,
 )
-from entrolab.types import REQUIREMENTS
+from entrolab.types import REINFORCE_MASK_KEY, REQUIREMENTS, RolloutBatch, is_row_extra
 
 #: Modules that register built-in components at import time.
 BUILTIN_MODULES = (
@@ -87,6 +87,40 @@ class Components:
         for k, obj in self.keyed():
             if k in state and hasattr(obj, "load_state_dict"):
                 obj.load_state_dict(state[k])
+
+    def prepare_batch(self, batch: RolloutBatch) -> dict[str, float]:
+        """Batch-scope statistics hook: each component's ``prepare_batch(batch) -> (extras, metrics)``.
+
+        Called by the trainer once per step on the whole update batch, after advantages and side
+        passes and just before the policy update. Every returned extra must be per-row data
+        (``types.is_row_extra``) and is stored in ``batch.extras``, so the update hands each
+        micro-batch its rows in ``PolicyInputs.extras``: a statistic over the whole batch (a group
+        min-max, a batch mean/std) then does not depend on the mini-/micro-batch split. Returns the
+        hooks' metrics. First, ``extras["reinforce_mask_BT"]`` (if a stage set it) zeroes ``adv_BT``
+        on its False tokens, so the hooks see the advantages the update trains on.
+        """
+        keep_BT = batch.extras.get(REINFORCE_MASK_KEY)
+        if keep_BT is not None and batch.adv_BT is not None:
+            if tuple(keep_BT.shape) != tuple(batch.adv_BT.shape):
+                raise ValueError(f"batch.extras[{REINFORCE_MASK_KEY!r}] has shape {tuple(keep_BT.shape)}, "
+                                 f"adv_BT {tuple(batch.adv_BT.shape)}")
+            batch.adv_BT = batch.adv_BT * keep_BT.to(batch.adv_BT.device).to(batch.adv_BT.dtype)
+        metrics: dict[str, float] = {}
+        for key, obj in self.keyed():
+            hook = getattr(obj, "prepare_batch", None)
+            if not callable(hook):
+                continue
+            extras, m = hook(batch)
+            for name, value in extras.items():
+                if not is_row_extra(name, value, batch.batch_size):
+                    raise ValueError(f"{key}: prepare_batch returned extras[{name!r}], which is not per-row data "
+                                     f"(a tensor with {batch.batch_size} rows and a name ending in _B, _BT or _BTD)")
+                if name in batch.extras:
+                    raise ValueError(f"{key}: prepare_batch would overwrite batch.extras[{name!r}] "
+                                     "(two components writing one key, e.g. the same token weight listed twice)")
+                batch.extras[name] = value
+            metrics.update(m)
+        return metrics
 
     def on_step_end(self, metrics: dict[str, float]) -> None:
         for _, obj in self.keyed():
@@ -170,4 +204,7 @@ def build_components(recipe: Recipe) -> Components:
                       for i, b in enumerate(recipe.objective.regularizers)],
     )
     check_group_size(comps, recipe)
+    for _, obj in comps.keyed():  # components whose own loss term is weighted like the policy loss
+        if callable(getattr(obj, "bind_aggregation", None)):
+            obj.bind_aggregation(comps.aggregation)
     return comps

@@ -2,7 +2,8 @@
 
 Reads top to bottom: per step, sample prompts → roll out G completions each → score them
 (behaviour and, if asked, reference log-probs and log-probs at extra temperatures) → verify →
-rewards → advantages → extra sampling passes, merged into the update batch → policy update →
+rewards → advantages → extra sampling passes, merged into the update batch → batch-scope statistics
+(``prepare_batch`` hooks) → policy update →
 component hooks → log → (eval, checkpoint). It never branches on a method's name: everything
 method-specific lives in the registered components (see ``entrolab.components``); the optional
 hooks it calls are listed in the ``entrolab.types`` module docstring.
@@ -260,6 +261,7 @@ class Trainer:
         t1 = time.perf_counter()
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
                                   self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
+        metrics.update(self.comps.prepare_batch(update_batch))  # batch-scope statistics, whole batch
         metrics.update(update_policy(self.model, self.optimizer, self.comps, update_batch, settings,
                                      generator=self.generator, requires=self.requires))
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]

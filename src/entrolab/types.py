@@ -36,6 +36,19 @@ Optional hooks any component may define (the trainer calls them without knowing 
   tokens under logits / τ (no grad) in ``extras[logp_at_temperature_key(τ)]`` (``"logp_at_T1.2_BT"``).
 * **Policy access**: ``set_scorer(scorer)`` receives a no-grad scorer of continuations under the
   current policy; ``bind_policy(model, tokenizer)`` receives the live policy itself.
+* **Batch-scope statistics**: ``prepare_batch(batch) -> (extras, metrics)`` is called once per step
+  on the whole update batch (after advantages and side passes, just before the policy update;
+  ``Components.prepare_batch``). Each returned extra must be per-row data (see below) and is
+  stored in ``batch.extras``, so every micro-batch gets its rows in ``PolicyInputs.extras``: use it
+  for statistics whose scope is the rollout batch (perplexity_position's group min-max, clip_b's
+  μ_S/σ_S), which must not depend on ``mini_batch_size``/``micro_batch_size``. Writing a key that
+  already exists is an error. The statistics see the batch before the update (behaviour
+  ``old_logp_BT``/``entropy_BT``), not the policy as it moves during the update. Before the hooks
+  run, a ``extras["reinforce_mask_BT"]`` (``REINFORCE_MASK_KEY``; bool, True = reinforce) left by
+  any stage zeroes ``adv_BT`` on its False tokens (the likelihood reward reinforces the CoT only).
+* **Aggregation binding**: ``bind_aggregation(aggregation)`` is called once by ``build_components``
+  with the recipe's policy-loss aggregation, for a component whose own loss term must be weighted
+  per row like the policy loss (the likelihood reward's SFT term, Lemma 1 1:1).
 * **Auxiliary loss**: ``auxiliary_loss(batch, idx_M) -> (loss or None, metrics)`` is called once per
   mini-batch (rows ``idx_M``) and its loss is back-propagated into the same optimizer step (e.g. the
   likelihood reward's explicit SFT-like term, Lemma 1 of arXiv 2602.03979).
@@ -62,6 +75,12 @@ REQUIREMENTS = frozenset({"ref_logp", "hidden", "logits"})
 
 #: Name suffixes of per-row ``extras`` (see the module docstring); the T-bearing ones pad on dim 1.
 ROW_SUFFIXES = ("B", "BT", "BTD")
+
+
+#: Per-row extra a component (e.g. the likelihood reward) may set: bool [B, T], True on the tokens
+#: whose policy-gradient term is kept. ``Components.prepare_batch`` multiplies ``adv_BT`` by it
+#: before the update (the tokens stay in the aggregation's counts and in the regularizers).
+REINFORCE_MASK_KEY = "reinforce_mask_BT"
 
 
 def is_row_extra(name: str, value: Any, batch_size: int) -> bool:
@@ -317,8 +336,9 @@ class PolicyInputs:
 
     ``logp_BT``, ``entropy_BT`` and (when requested) ``logits_BTV`` carry gradient; everything
     else is detached. Statistics a
-    component computes over "the batch" are over this micro-batch unless its docstring says
-    otherwise (the trainer's default micro-batch is the whole mini-batch). ``extras`` holds the
+    component computes over "the batch" from these tensors are over this micro-batch (the trainer's
+    default micro-batch is the whole mini-batch); whole-batch statistics come through ``extras``
+    from the ``prepare_batch`` hook (module docstring). ``extras`` holds the
     micro-batch's rows of every per-row batch extra (e.g. ``kl_weight_B``; module docstring).
     """
 

@@ -51,8 +51,9 @@ def test_bundle_end_to_end_hand(make_batch):
 
 
 def test_tracker_used_before_update_and_restored(make_batch):
-    """track mode: call 1 uses quantiles initialised from batch 1; call 2 uses the tracker as updated by
-    batch 1 (the value is read before, and written after, each use). A restored copy reproduces call 2."""
+    """track mode: call 1 uses quantiles initialised from batch 1; call 2 uses the tracker as it stood
+    after batch 1 (the value is read before, and written after, each use); call 3 uses it as updated by
+    batch 2. A restored copy reproduces call 2."""
     b1 = make_batch([1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1, 2, 2])
     b2 = make_batch([0.0, 1.0, 1.0, 0.0, 1.0, 1.0], [0, 0, 1, 1, 2, 2])
     est = RiskPO(bundle_size=3, quantile_mode="track", lr_q=0.5)
@@ -60,10 +61,12 @@ def test_tracker_used_before_update_and_restored(make_batch):
     ref = QuantileTracker((0.2, 0.8), lr=0.5)
     ref.init_from(torch.tensor([2.0, 1.0]))  # papers of b1
     assert (m1["riskpo/q_down"], m1["riskpo/q_up"]) == pytest.approx(tuple(ref.q.tolist()))
-    ref.update(torch.tensor([2.0, 1.0]))
     state = est.state_dict()
     adv2, m2 = est(b2)
     assert (m2["riskpo/q_down"], m2["riskpo/q_up"]) == pytest.approx(tuple(ref.q.tolist()))
+    ref.update(torch.tensor([2.0, 2.0]))  # papers of b2
+    _, m3 = est(b1)
+    assert (m3["riskpo/q_down"], m3["riskpo/q_up"]) == pytest.approx(tuple(ref.q.tolist()))
     clone = RiskPO(bundle_size=3, quantile_mode="track", lr_q=0.5)
     clone.load_state_dict(state)
     assert torch.equal(clone(b2)[0], adv2)
@@ -80,3 +83,23 @@ def test_sum_mean_credit_is_clamped(make_batch):
     a = mvar_weights(x, float(q[0]), float(q[1]))
     assert adv[0].item() == pytest.approx(float(a[0]), abs=1e-5)
     assert adv[2].item() == pytest.approx(-float(a[0]), abs=1e-5)
+
+
+def test_item6_tracker_one_step_per_rl_step_and_no_step_on_init(make_batch):
+    """Upstream (RiskPO ray_trainer): the tracker is initialised on step 1 only, then takes ONE SGD step
+    per RL step over all paper scores of the batch. bundle_size 2, four prompts, G = 2.
+
+    Step 1: rewards p0 [1,0], p1 [1,1], p2 [0,0], p3 [1,0] ⇒ papers (p0,p1) X = [2, 1], (p2,p3) X = [1, 0].
+    All scores sorted [0, 1, 1, 2]: linear quantiles at .2 (pos .6) = 0.6 and at .8 (pos 2.4) = 1.4.
+    The tracker is left there (no step on its own initial batch).
+    Step 2: p0 [0,0], p1 [0,0], p2 [1,1], p3 [1,1] ⇒ X = [0, 0] and [2, 2]; used quantiles (0.6, 1.4);
+    one step over all four scores: below 0.6 = 2/4, below 1.4 = 2/4 ⇒ q_d = 0.6 + 0.5·(0.2 − 0.5) = 0.45,
+    q_u = 1.4 + 0.5·(0.8 − 0.5) = 1.55. (One step per bundle, the old behaviour, gives q_d = 0.2 after
+    the first bundle alone.)"""
+    est = RiskPO(bundle_size=2, quantile_mode="track", lr_q=0.5)
+    _, m1 = est(make_batch([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0], [0, 0, 1, 1, 2, 2, 3, 3]))
+    assert (m1["riskpo/q_down"], m1["riskpo/q_up"]) == pytest.approx((0.6, 1.4))
+    assert est.tracker.q.tolist() == pytest.approx([0.6, 1.4])
+    _, m2 = est(make_batch([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], [0, 0, 1, 1, 2, 2, 3, 3]))
+    assert (m2["riskpo/q_down"], m2["riskpo/q_up"]) == pytest.approx((0.6, 1.4))
+    assert est.tracker.q.tolist() == pytest.approx([0.45, 1.55])

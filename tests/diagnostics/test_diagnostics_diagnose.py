@@ -153,7 +153,9 @@ def test_policy_cliff_from_eval_jsons(tmp_path):
     """p0: reference answers {a: 4}, perturbed {b: 4} (both correct) -> TV 1; p1 identical -> TV 0.
 
     Mean TV ½, per unit δ = 0.1: 5. Near-optimal sets under the reference's correctness rewards:
-    p0 {a} (size 1), p1 {a: 1, w: 0} (size 1) -> mean 1.
+    p0 {a} (size 1), p1 {a: 1, w: 0} (size 1) -> mean 1. Noise floor: both prompts pool to (½, ½)
+    with 4 samples a side; k1 − k2 + 4 ~ Bin(8, ½), so E TV = E|X − 4|/4 = (280/256)/4 = 0.2734
+    (bootstrap estimate, 400 draws).
     """
     def ev(label, delta, p0):
         return {"label": label, "reward_delta": delta, "prompts": [
@@ -163,8 +165,10 @@ def test_policy_cliff_from_eval_jsons(tmp_path):
     (tmp_path / "pert.json").write_text(json.dumps(ev("pert", 0.1, "b")))
     cliff = report_of([tmp_path / "ref.json", tmp_path / "pert.json"])["sections"]["cliff"]
     assert cliff["reference"] == "ref"
+    floor = pytest.approx(280 / 256 / 4, abs=0.03)
     assert cliff["runs"]["pert"] == {"delta": 0.1, "num_prompts": 2, "tv_mean": 0.5, "tv_max": 1.0,
-                                     "tv_per_delta": pytest.approx(5.0), "near_optimal_size_mean": 1.0}
+                                     "tv_per_delta": pytest.approx(5.0), "near_optimal_size_mean": 1.0,
+                                     "tv_floor_mean": floor, "tv_above_floor": pytest.approx(0.5 - 280 / 1024, abs=0.03)}
 
 
 def test_every_section_with_data_has_a_plot(tmp_path):

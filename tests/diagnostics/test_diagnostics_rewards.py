@@ -9,7 +9,7 @@ import torch
 
 from entrolab.diagnostics.bon import (bon_distribution, bon_expected_reward, bon_kl_bound, bon_kl_exact, kl_divergence,
                                       tilted_at_kl, tilted_estimates)
-from entrolab.diagnostics.cliff import near_optimal_set, policy_cliff, softmax_tv, total_variation
+from entrolab.diagnostics.cliff import near_optimal_set, policy_cliff, softmax_tv, total_variation, tv_noise_floor
 from entrolab.diagnostics.preference import pairwise_preferences, preference_consistency
 from entrolab.diagnostics.starc import pad_ragged, starc_distance, standardize
 
@@ -188,3 +188,53 @@ def test_softmax_policy_is_lipschitz_in_the_reward():
         d = 0.1 * torch.randn(6, generator=g)
         for tau in (0.05, 0.5, 2.0):
             assert softmax_tv(r, d, tau=tau) <= float(d.max() - d.min()) / (4 * tau) + 1e-12
+
+
+def _exact_floor(p, n_a, n_b):
+    """Brute force: E TV between two independent multinomial samples (sizes n_a, n_b) of p."""
+    import itertools
+    from math import factorial, prod
+
+    def outcomes(n):
+        for c in itertools.product(range(n + 1), repeat=len(p)):
+            if sum(c) == n:
+                yield c, factorial(n) / prod(factorial(k) for k in c) * prod(q ** k for q, k in zip(p, c))
+
+    return sum(pa * pb * 0.5 * sum(abs(x / n_a - y / n_b) for x, y in zip(ca, cb))
+               for ca, pa in outcomes(n_a) for cb, pb in outcomes(n_b))
+
+
+def test_item7_tv_noise_floor_hand_values_and_brute_force():
+    """Two finite samples of ONE distribution have TV > 0. One answer: 0. Two equally likely answers:
+    n = 1 a side ⇒ TV ∈ {0, 1} with probability ½ each ⇒ ½; n = 2 a side ⇒ E|k1 − k2|/2 with
+    k ~ Bin(2, ½) ⇒ (½·1 + ⅛·2)/2 = 3/8. Three answers (pooled counts 3:1:1) with samples of 2 and 3:
+    the brute-force enumeration of every pair of outcomes. Bootstrap error ≤ 0.5/√20000 ≈ 0.0035."""
+    assert tv_noise_floor({"a": 5}, {"a": 3}) == 0.0
+    assert tv_noise_floor({"a": 1}, {"b": 1}, draws=20000) == pytest.approx(0.5, abs=0.015)
+    assert tv_noise_floor({"a": 2}, {"b": 2}, draws=20000) == pytest.approx(3 / 8, abs=0.015)
+    got = tv_noise_floor({"a": 1, "b": 1}, {"a": 2, "c": 1}, draws=20000, seed=3)
+    assert got == pytest.approx(_exact_floor([3 / 5, 1 / 5, 1 / 5], 2, 3), abs=0.015)
+    assert tv_noise_floor({"a": 1}, {"b": 1}, draws=50, seed=7) == tv_noise_floor({"a": 1}, {"b": 1}, draws=50, seed=7)
+    with pytest.raises(ValueError, match="integer counts"):
+        tv_noise_floor({"a": 0.5}, {"b": 1})
+
+
+def test_item7_policy_cliff_reports_the_floor_and_the_excess():
+    """200 prompts, both runs drawn from the SAME answer distribution (0.5, 0.3, 0.2), 64 samples each:
+    the measured TV is pure sampling noise, so it matches the floor (excess ≈ 0) although it is far
+    from 0. Runs drawn from (0.5, 0.3, 0.2) vs (0.2, 0.3, 0.5) (true TV 0.3): the excess over the floor
+    is clearly positive. Non-integer weights give no floor (None)."""
+    g = torch.Generator().manual_seed(0)
+
+    def draw(p):
+        k = torch.multinomial(torch.tensor(p), 64, replacement=True, generator=g)
+        return {a: int((k == i).sum()) for i, a in enumerate("xyz") if int((k == i).sum())}
+
+    ref = {str(i): draw([0.5, 0.3, 0.2]) for i in range(200)}
+    same = policy_cliff(ref, {str(i): draw([0.5, 0.3, 0.2]) for i in range(200)}, delta=0.1)
+    assert same["tv_mean"] > 0.08 and abs(same["tv_above_floor"]) < 0.01
+    assert same["tv_floor_mean"] == pytest.approx(same["tv_mean"], abs=0.01)
+    diff = policy_cliff(ref, {str(i): draw([0.2, 0.3, 0.5]) for i in range(200)}, delta=0.1)
+    assert diff["tv_above_floor"] > 0.15
+    weights = policy_cliff({"1": {"a": 0.5, "b": 0.5}}, {"1": {"a": 1.0}}, delta=0.1)
+    assert weights["tv_floor_mean"] is None and weights["tv_above_floor"] is None

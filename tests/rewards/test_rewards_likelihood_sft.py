@@ -2,7 +2,8 @@
 
 With an on-policy batch whose advantages are all zero, the surrogate contributes no gradient, so the
 one SGD step (lr 1, no clipping) must equal exactly −∇ of ``sft_coef · likelihood_sft_loss`` over the
-mini-batch; with ``sft_coef = 0`` nothing moves.
+mini-batch, each row weighted like the policy loss's tokens (``token_mean``: 1/num_tokens, so the
+SFT and REINFORCE terms are 1:1 as in Lemma 1); with ``sft_coef = 0`` nothing moves.
 """
 
 import copy
@@ -44,7 +45,11 @@ def test_sft_term_gradient_matches_its_loss(tmp_path):
 
     expected = copy.deepcopy(trainer.model)
     prefixes, answers = zip(*pairs)
-    loss = 0.5 * likelihood_sft_loss(continuation_logps(expected, trainer.tokenizer, prefixes, answers), weights)
+    # token_mean (the recipe default): the REINFORCE term weighs every token 1/num_tokens, so row i's
+    # SFT term does too (item 5; the old 1/B made it L̄ times stronger than the REINFORCE term).
+    n_tok = float(batch.mask_BT.sum())
+    c_B = torch.full((batch.batch_size,), 1.0 / n_tok, dtype=torch.float64)
+    loss = 0.5 * likelihood_sft_loss(continuation_logps(expected, trainer.tokenizer, prefixes, answers), weights, c_B)
     loss.backward()
     want = {n: -p.grad.clone() for n, p in expected.named_parameters() if p.grad is not None}
 

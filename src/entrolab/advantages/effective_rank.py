@@ -12,6 +12,12 @@ Deliberate differences from upstream:
   switches ``add_reward=False, add_adv=True`` the bonus is identically zero);
 * hidden states are our policy's last-layer states from the scoring forward (``batch.hidden_BTD``),
   not a patched vLLM's decode-time states.
+
+ER, ERV and ERA have ONE definition, :func:`entrolab.diagnostics.rank.effective_rank_dynamics`
+(imported here, so the bonus and the diagnostic can never disagree). Its conventions on degenerate
+inputs: ER of a matrix without spread (one row, identical rows) is 1, and ERA is NaN (undefined)
+when a response has only two checkpoints; the bonus then treats ERA as carrying no information
+(its deviation is 0, so β = ½), where upstream writes ER = 0 and ERA = 0.
 """
 
 from __future__ import annotations
@@ -22,50 +28,24 @@ import torch
 
 from entrolab.advantages.baselines import grpo_advantage
 from entrolab.advantages.common import adv_metrics, broadcast_tokens, require_rewards
+from entrolab.diagnostics.rank import effective_rank, effective_rank_dynamics  # noqa: F401  (one definition)
 from entrolab.registry import ADVANTAGES
 from entrolab.types import Metrics, RolloutBatch
 
 INDICATORS = ("era", "erv", "er")
 
 
-def effective_rank(h_ND: torch.Tensor) -> float:
-    """``ER = exp(−Σ p_k log p_k)``, ``p_k = σ_k/Σσ`` over singular values of the row-centred matrix.
-
-    Roy & Vetterli's effective rank. A matrix whose centred rows are all zero (one row, or identical
-    rows) has no spread: we return 0 for it.
-    """
-    x = h_ND.double()
-    x = x - x.mean(0, keepdim=True)
-    s = torch.linalg.svdvals(x)
-    total = s.sum()
-    if not total > 1e-12:
-        return 0.0
-    p = s[s > 0] / total
-    return float(torch.exp(-(p * p.log()).sum()))
-
-
-def rank_dynamics(h_ND: torch.Tensor, *, stride: int = 8, max_len: int = 512) -> tuple[float, float] | None:
-    """``(ERV, ERA)`` of one response, or None if it has fewer than two checkpoints.
-
-    Checkpoints are the prefixes ``H[:t+1]`` at ``t = s, 2s, …`` (on the last ``max_len`` rows).
-    ``d_c = ER_c − mean(ER_1..ER_{c−1})`` (c ≥ 2), ``d²_c = d_c − d_{c−1}``; ``ERV = mean d``,
-    ``ERA = mean d²`` (0 when only one d exists).
-    """
-    h = h_ND[-max_len:]
-    ers = [effective_rank(h[: t + 1]) for t in range(stride, h.shape[0], stride)]
-    if len(ers) < 2:
-        return None
-    d = [ers[c] - sum(ers[:c]) / c for c in range(1, len(ers))]
-    d2 = [d[c] - d[c - 1] for c in range(1, len(d))]
-    return sum(d) / len(d), (sum(d2) / len(d2) if d2 else 0.0)
-
-
 def aux_signal(values: dict[str, float], ema: dict[str, float], *, gain: float = 2.0, scale: float = 1.0,
                w_explore: tuple[float, float, float] = (0.0, 0.0, 1.0),
                w_exploit: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> float:
     """``aux = scale·Σ_m w_m·tanh(dev_m)`` with ``dev_m = clip((m − μ_m)/(|μ_m| + 1e-8), −5, 5)``,
-    ``β = σ(gain·dev_ERA)``, ``w = β·w_explore + (1 − β)·w_exploit`` over (ERA, ERV, ER)."""
-    dev = {m: max(-5.0, min(5.0, (values[m] - ema[m]) / (abs(ema[m]) + 1e-8))) for m in INDICATORS}
+    ``β = σ(gain·dev_ERA)``, ``w = β·w_explore + (1 − β)·w_exploit`` over (ERA, ERV, ER).
+
+    An undefined indicator (NaN value or baseline, e.g. ERA of a two-checkpoint response) has
+    ``dev_m = 0``: no information, neither explore nor exploit.
+    """
+    dev = {m: 0.0 if math.isnan(values[m]) or math.isnan(ema[m]) else
+           max(-5.0, min(5.0, (values[m] - ema[m]) / (abs(ema[m]) + 1e-8))) for m in INDICATORS}
     beta = 1.0 / (1.0 + math.exp(-gain * dev["era"]))
     return scale * sum((beta * we + (1 - beta) * wx) * math.tanh(dev[m])
                        for m, we, wx in zip(INDICATORS, w_explore, w_exploit))
@@ -110,11 +90,8 @@ class EffectiveRankBonus:
         adv_B = grpo_advantage(require_rewards(batch, "effective_rank"), batch.group_id_B.cpu(), eps=self.eps,
                                scale_by_std=self.scale_by_std)
         hid, lengths = batch.hidden_BTD.detach().float().cpu(), batch.lengths_B.tolist()
-        vals: list[dict[str, float] | None] = []
-        for i, n in enumerate(lengths):
-            dyn = rank_dynamics(hid[i, :n], stride=self.stride, max_len=self.max_len)
-            vals.append(None if dyn is None else
-                        {"er": effective_rank(hid[i, :n][-self.max_len:]), "erv": dyn[0], "era": dyn[1]})
+        vals = [effective_rank_dynamics(hid[i, :n], stride=self.stride, max_len=self.max_len) if n else None
+                for i, n in enumerate(lengths)]
         aux_B = torch.zeros(batch.batch_size)
         if self.ema is not None:
             for i, v in enumerate(vals):
@@ -126,11 +103,13 @@ class EffectiveRankBonus:
         have = [v for v in vals if v is not None]
         metrics = adv_metrics(adv_BT, mask)
         if have:
-            means = {m: sum(v[m] for v in have) / len(have) for m in INDICATORS}
-            metrics.update({f"rank/{m}": means[m] for m in INDICATORS})
-            # update after use: the next batch compares against this one
+            means = {m: _nanmean([v[m] for v in have]) for m in INDICATORS}
+            metrics.update({f"rank/{m}": means[m] for m in INDICATORS if not math.isnan(means[m])})
+            # update after use: the next batch compares against this one (an undefined mean leaves
+            # that baseline as it was)
             self.ema = means if self.ema is None else {
-                m: (1 - self.ema_alpha) * self.ema[m] + self.ema_alpha * means[m] for m in INDICATORS}
+                m: self.ema[m] if math.isnan(means[m]) else means[m] if math.isnan(self.ema[m])
+                else (1 - self.ema_alpha) * self.ema[m] + self.ema_alpha * means[m] for m in INDICATORS}
         metrics["rank/aux_mean"] = float(aux_B.mean()) if aux_B.numel() else 0.0
         metrics["rank/bonus_frac"] = float((aux_B > 0).float().mean()) if aux_B.numel() else 0.0
         return adv_BT, metrics
@@ -140,3 +119,9 @@ class EffectiveRankBonus:
 
     def load_state_dict(self, state: dict) -> None:
         self.ema = None if state["ema"] is None else dict(state["ema"])
+
+
+def _nanmean(xs: list[float]) -> float:
+    """Mean of the defined values (NaN when there are none)."""
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan

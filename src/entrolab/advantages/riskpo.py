@@ -9,7 +9,8 @@ Deliberate differences from upstream:
   tracked quantiles into the batch *after* computing the advantage, on a batch rebuilt every step,
   so the advantage always falls back to per-bundle empirical quantiles. Here the tracker's value
   *before* this batch's update is used (initialised from this batch on the first call), then the
-  tracker is updated with this batch;
+  tracker is updated with this batch. As upstream, the tracker takes ONE SGD step per RL step over
+  all paper scores of the batch (not one per bundle), and the first call only initialises it;
 * ``sum_mean`` credit weights are clamped to ``[−credit_clip, credit_clip]`` (upstream divides by a
   sum of signed deviations that can nearly cancel, giving weights like 9 and −8);
 * the paper-score std normalisation is skipped when that std is below ``1e-6`` (a zero-std bundle
@@ -31,7 +32,8 @@ QMODES = ("track", "batch", "mix")
 class QuantileTracker:
     """Stochastic quantile estimates at fixed levels (pinball-loss SGD): ``q_k += lr·(α_k − mean 1[X < q_k])``.
 
-    Initialised on the first ``update`` from the empirical quantiles of that sample. Checkpointable.
+    Initialised on the first ``update`` from the empirical quantiles of that sample (no SGD step on
+    it). Checkpointable.
     """
 
     def __init__(self, levels: tuple[float, ...], *, lr: float = 0.1):
@@ -126,8 +128,10 @@ class RiskPO:
         mean_B, std_B = group_mean(r, inv_B, count_K), group_std(r, inv_B, count_K)
         bundles = self.papers(gid)
         scores = [torch.stack([sum(r[rows[j]] for rows in bundle) for j in range(P)]) for bundle, P in bundles]
-        if self.tracker.q is None and scores:
-            self.tracker.init_from(torch.cat(scores))
+        all_x = torch.cat(scores) if scores else None
+        first = self.tracker.q is None
+        if first and all_x is not None:  # upstream: step 1 initialises from every paper score of the batch
+            self.tracker.init_from(all_x)
         tq = self.tracker.q.clone() if self.tracker.q is not None else None
         adv = torch.zeros_like(r)
         for (bundle, P), x in zip(bundles, scores):
@@ -142,8 +146,9 @@ class RiskPO:
                 dev = torch.stack([r[b] - mean_B[b] for b in members])
                 for k, b in enumerate(members):
                     adv[b] = a[j] * self._credit(k, b, r, std_B, dev, len(bundle))
-        for x in scores:  # update after use
-            self.tracker.update(x)
+        if not first and all_x is not None:
+            # update after use: one pinball-loss step per RL step over all papers (upstream ray_trainer)
+            self.tracker.update(all_x)
         adv = adv.float()
         out = adv_metrics(adv)
         if tq is not None:

@@ -7,6 +7,11 @@ Measured here [DERIVED]: train twice from one seed, once with rewards perturbed 
 the two answer distributions per prompt by total variation, per unit δ; the size of the
 near-optimal answer set says how degenerate the optimum is. Softmax (entropy-regularised) policies
 are Lipschitz: TV(softmax(r/τ), softmax((r+δ)/τ)) ≤ (max δ − min δ)/(4τ).
+
+The TV is measured between two *finite samples* (e.g. 64 answers per prompt), so it is > 0 even
+for one and the same policy. ``tv_noise_floor`` estimates that floor per prompt by a parametric
+bootstrap under the null "both runs are one policy" (two independent samples of the two runs' sizes
+from their pooled answer distribution); ``policy_cliff`` reports it next to the measured TV.
 """
 
 from __future__ import annotations
@@ -51,6 +56,46 @@ def near_optimal_set(rewards: Mapping[str, float], *, tol: float = 1e-6) -> dict
     }
 
 
+def _sample_size(counts: Mapping[str, float], which: str) -> int:
+    n = float(sum(counts.values()))
+    if any(v < 0 for v in counts.values()) or n < 1 or any(abs(v - round(v)) > 1e-9 for v in counts.values()):
+        raise ValueError(f"tv_noise_floor: {which} must be non-negative integer counts with a positive total, "
+                         f"got {dict(counts)}")
+    return int(round(n))
+
+
+def tv_noise_floor(a: Mapping[str, float], b: Mapping[str, float], *, draws: int = 400, seed: int = 0) -> float:
+    """Expected TV between two independent samples of sizes n_a, n_b drawn from ONE distribution.
+
+    The distribution is the pooled empirical one of ``a`` and ``b`` (the maximum-likelihood answer
+    distribution under the null "both runs are the same policy"); the expectation is estimated with
+    ``draws`` seeded multinomial draws (parametric bootstrap). A TV at or below this value cannot be
+    told apart from sampling noise. Hand values: one answer → 0; two equally likely answers → 1/2 for
+    n = 1 each and 3/8 for n = 2 each.
+
+    Args:
+        a, b: answer → count (integers) of the two runs for one prompt.
+        draws: bootstrap draws (the estimate's standard error is ≤ 0.5/√draws).
+        seed: seed of the draws (the result is deterministic).
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    n_a, n_b = _sample_size(a, "a"), _sample_size(b, "b")
+    keys = sorted(set(a) | set(b))
+    pooled = torch.tensor([float(a.get(k, 0.0)) + float(b.get(k, 0.0)) for k in keys], dtype=torch.float64)
+    if len(keys) == 1:
+        return 0.0
+    g = torch.Generator().manual_seed(seed)
+    p = (pooled / pooled.sum()).expand(draws, -1)
+
+    def counts(n: int) -> torch.Tensor:
+        idx = torch.multinomial(p, n, replacement=True, generator=g)
+        return torch.zeros(draws, len(keys), dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+
+    ca, cb = counts(n_a), counts(n_b)
+    return float((0.5 * (ca / n_a - cb / n_b).abs().sum(-1)).mean())
+
+
 def policy_cliff(
     reference: Mapping[str, Mapping[str, float]],
     perturbed: Mapping[str, Mapping[str, float]],
@@ -58,6 +103,8 @@ def policy_cliff(
     delta: float,
     rewards: Mapping[str, Mapping[str, float]] | None = None,
     tol: float = 1e-6,
+    floor_draws: int = 400,
+    seed: int = 0,
 ) -> dict[str, float | int | None]:
     """TV distance per unit δ between two runs' answer distributions, over their shared prompts.
 
@@ -67,8 +114,12 @@ def policy_cliff(
         delta: size of the perturbation (e.g. ‖δ‖∞), > 0.
         rewards: optional prompt id → answer → unperturbed reward, for the near-optimal-set size.
         tol: tolerance of the near-optimal set.
+        floor_draws, seed: bootstrap of the sampling-noise floor (``tv_noise_floor``; needs integer
+            counts — with non-integer weights the floor is None).
     Returns: ``tv_mean`` (mean over prompts), ``tv_max``, ``tv_per_delta`` (tv_mean / δ),
-        ``num_prompts`` and, with rewards, ``near_optimal_size_mean``.
+        ``tv_floor_mean`` (mean over prompts of the noise floor: the TV expected if both runs were one
+        policy), ``tv_above_floor`` (tv_mean − tv_floor_mean), ``num_prompts`` and, with rewards,
+        ``near_optimal_size_mean``.
     """
     if not delta > 0:
         raise ValueError(f"delta must be > 0, got {delta}")
@@ -76,11 +127,17 @@ def policy_cliff(
     if not common:
         raise ValueError("the two runs share no prompt id")
     tvs = [total_variation(normalise(reference[p]), normalise(perturbed[p])) for p in common]
+    integer = all(abs(v - round(v)) < 1e-9 for c in (reference, perturbed) for p in common for v in c[p].values())
+    floors = ([tv_noise_floor(reference[p], perturbed[p], draws=floor_draws, seed=seed + i)
+               for i, p in enumerate(common)] if integer else None)
+    tv_mean = sum(tvs) / len(tvs)
     out: dict[str, float | int | None] = {
         "num_prompts": len(common),
-        "tv_mean": sum(tvs) / len(tvs),
+        "tv_mean": tv_mean,
         "tv_max": max(tvs),
-        "tv_per_delta": sum(tvs) / len(tvs) / delta,
+        "tv_per_delta": tv_mean / delta,
+        "tv_floor_mean": None if floors is None else sum(floors) / len(floors),
+        "tv_above_floor": None if floors is None else tv_mean - sum(floors) / len(floors),
     }
     if rewards is not None:
         sizes = [near_optimal_set(rewards[p], tol=tol)["size"] for p in common if rewards.get(p)]

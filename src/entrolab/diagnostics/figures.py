@@ -197,9 +197,12 @@ def answer_entropy_figure(section: dict, out: Path) -> list[Path]:
 
 
 def cliff_figure(section: dict, out: Path) -> list[Path]:
-    """Mean and max TV between the δ = 0 run and each perturbed run (TV per unit δ in the label)."""
+    """Mean and max TV between the δ = 0 run and each perturbed run (TV per unit δ in the label), next
+    to the sampling-noise floor (the TV expected between two samples of one policy)."""
     groups = {f"{run}\nδ={r['delta']:g}, TV/δ={r['tv_per_delta']:.3g}":
-              {"TV mean": r["tv_mean"], "TV max": r["tv_max"]} for run, r in section["runs"].items()}
+              {"TV mean": r["tv_mean"], "TV max": r["tv_max"],
+               **({"noise floor": r["tv_floor_mean"]} if r.get("tv_floor_mean") is not None else {})}
+              for run, r in section["runs"].items()}
     p = _bars(groups, out / "cliff.png", title=f"policy cliff: answer-distribution TV to {section['reference']}",
               ylabel="total variation")
     return [p] if p else []

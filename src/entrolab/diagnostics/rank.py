@@ -11,8 +11,8 @@ matrix of equal rows, which upstream rates 1); a response with fewer than two pr
 gets no ERV/ERA (None), and ERA with a single velocity increment is NaN, where upstream writes 0
 for both (a 0 would pull a run's mean towards 0 for short responses). We compute it as a
 diagnostic only (the upstream advantage bonus is disabled by its own default flags, specs §9
-pitfall 1); ``advantages/effective_rank.py`` is our bonus, and its ``rank/erv``/``rank/era``
-metrics use the same prefixes (tested).
+pitfall 1); ``advantages/effective_rank.py`` is our bonus, and it imports ``effective_rank`` and
+``effective_rank_dynamics`` from here: one definition, one function, for the bonus and the diagnostic.
 """
 
 from __future__ import annotations

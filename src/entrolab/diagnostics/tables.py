@@ -69,7 +69,8 @@ def _bon(r: dict) -> list[Table]:
 
 
 def _cliff(r: dict) -> list[Table]:
-    keys = ["delta", "tv_mean", "tv_max", "tv_per_delta", "near_optimal_size_mean", "num_prompts"]
+    keys = ["delta", "tv_mean", "tv_floor_mean", "tv_above_floor", "tv_max", "tv_per_delta", "near_optimal_size_mean",
+            "num_prompts"]
     return [(["perturbed run", *keys], [[m, *(v.get(k) for k in keys)] for m, v in r["runs"].items()])]
 
 

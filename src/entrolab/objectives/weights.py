@@ -8,7 +8,7 @@ import torch
 
 from entrolab.objectives._util import as_bool_mask, expand_adv, frac, zero_invalid
 from entrolab.registry import TOKEN_WEIGHTS
-from entrolab.types import Metrics, PolicyInputs
+from entrolab.types import Metrics, PolicyInputs, RolloutBatch
 
 
 # --------------------------------------------------------------------------- 80/20
@@ -76,27 +76,37 @@ def group_minmax_signed(x_B: torch.Tensor, group_id_B: torch.Tensor, valid_B: to
     return z
 
 
+def lppl_group_z(old_logp_BT: torch.Tensor, mask_BT: torch.Tensor, group_id_B: torch.Tensor) -> torch.Tensor:
+    """z_i ∈ [−1, 1]: min-max of the log-perplexity lppl_i = −mean_t ℓ_old over the rows of i's group
+    that are passed in (low perplexity → −1; 0 where a group is flat). Give the whole rollout batch."""
+    len_B = mask_BT.sum(-1)
+    lppl_B = -zero_invalid(old_logp_BT.detach(), mask_BT).sum(-1) / len_B.clamp(min=1)
+    return group_minmax_signed(lppl_B, group_id_B, len_B > 0)
+
+
 def perplexity_position_weights(
-    old_logp_BT: torch.Tensor,
+    z_B: torch.Tensor,
     mask_BT: torch.Tensor,
-    group_id_B: torch.Tensor,
     *,
     ppl_alpha: float = 0.1,
     position_gamma: float = 0.1,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """w_{i,t} = (1 − α·z_i)·(1 + γ·(2u_t − 1)), the configurable form documented for 2508.02260.
 
-    z_i ∈ [−1, 1] is the group min-max of the log-perplexity −mean_t ℓ_old (low perplexity → −1 →
-    larger weight); u_t = (t + ½)/|o_i| ∈ (0, 1) is the relative position (late tokens → larger
-    weight; the position factor averages exactly 1 over each sequence). Returns (w_BT, z_B).
+    z_i from :func:`lppl_group_z` (low perplexity → −1 → larger weight); u_t = (t + ½)/|o_i| ∈ (0, 1)
+    is the relative position (late tokens → larger weight; the position factor averages exactly 1
+    over each sequence). Returns w_BT (0 on pads).
     """
     len_B = mask_BT.sum(-1)
-    lppl_B = -zero_invalid(old_logp_BT.detach(), mask_BT).sum(-1) / len_B.clamp(min=1)
-    z_B = group_minmax_signed(lppl_B, group_id_B, len_B > 0)
-    t_T = torch.arange(mask_BT.shape[1], device=mask_BT.device, dtype=old_logp_BT.dtype)
-    u_BT = (t_T[None, :] + 0.5) / len_B.clamp(min=1)[:, None].to(old_logp_BT.dtype)
-    w_BT = (1 - ppl_alpha * z_B)[:, None] * (1 + position_gamma * (2 * u_BT - 1))
-    return zero_invalid(w_BT, mask_BT), z_B
+    dtype = z_B.dtype if z_B.is_floating_point() else torch.float32
+    t_T = torch.arange(mask_BT.shape[1], device=mask_BT.device, dtype=dtype)
+    u_BT = (t_T[None, :] + 0.5) / len_B.clamp(min=1)[:, None].to(dtype)
+    w_BT = (1 - ppl_alpha * z_B.to(mask_BT.device, dtype))[:, None] * (1 + position_gamma * (2 * u_BT - 1))
+    return zero_invalid(w_BT, mask_BT)
+
+
+#: The per-row extra ``PerplexityPosition.prepare_batch`` stores: z_i over the whole rollout batch.
+PPL_Z_KEY = "ppl_pos_z_B"
 
 
 @TOKEN_WEIGHTS.register(
@@ -112,6 +122,12 @@ class PerplexityPosition:
     and late tokens get larger advantage magnitude. A positive weight times the PPO loss equals
     PPO with the advantage scaled by it, so this is the paper's "advantage shaping".
 
+    Scope: z is the min-max within each *whole* group of the rollout batch, computed once per step
+    from the behaviour log-probs by ``prepare_batch`` (the trainer's batch-statistics hook) and
+    read back from ``PolicyInputs.extras["ppl_pos_z_B"]``, so a response's weight does not depend
+    on which group-mates share its mini- or micro-batch. Called without that extra (a direct call),
+    the rows handed in are the batch.
+
     Args:
         ppl_alpha: α in [0, 1); 0 disables the perplexity factor.
         position_gamma: γ in [0, 1); 0 disables the position factor.
@@ -126,12 +142,21 @@ class PerplexityPosition:
         # z_ppl is a min-max within each group: 0 for a group of one, so only the position factor is left.
         self.advised_group_size = 2 if self.ppl_alpha > 0 else 1
 
+    def prepare_batch(self, batch: RolloutBatch) -> tuple[dict[str, torch.Tensor], Metrics]:
+        """z_B over every group of the whole rollout batch, from its behaviour log-probs."""
+        if batch.old_logp_BT is None:
+            raise ValueError("perplexity_position needs batch.old_logp_BT (behaviour log-probs) before the update")
+        mask_BT = as_bool_mask(batch.mask_BT).to(batch.old_logp_BT.device)
+        return {PPL_Z_KEY: lppl_group_z(batch.old_logp_BT, mask_BT, batch.group_id_B.to(mask_BT.device))}, {}
+
     def __call__(self, inp: PolicyInputs) -> tuple[torch.Tensor, Metrics]:
         mask_BT = as_bool_mask(inp.mask_BT)
         expand_adv(inp.adv_BT, inp.logp_BT)  # shape check only
-        w_BT, _ = perplexity_position_weights(
-            inp.old_logp_BT, mask_BT, inp.group_id_B, ppl_alpha=self.ppl_alpha, position_gamma=self.position_gamma
-        )
+        z_B = inp.extras.get(PPL_Z_KEY)
+        if z_B is None:
+            z_B = lppl_group_z(inp.old_logp_BT, mask_BT, inp.group_id_B)
+        w_BT = perplexity_position_weights(z_B, mask_BT, ppl_alpha=self.ppl_alpha,
+                                           position_gamma=self.position_gamma)
         valid = w_BT[mask_BT]
         stats = (float(valid.mean()), float(valid.min()), float(valid.max())) if valid.numel() else (0.0, 0.0, 0.0)
         return w_BT.to(inp.logp_BT.dtype), {

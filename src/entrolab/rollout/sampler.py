@@ -226,4 +226,5 @@ def sample(
         temperature=float(temperature),
         old_logp_BT=logp_BT,
         entropy_BT=entropy_BT,
+        extras={"prompt_texts": texts},  # the P texts encoded (chat-formatted if asked): scoring context
     )
