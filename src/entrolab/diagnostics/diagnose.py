@@ -131,13 +131,16 @@ def _figures(name: str, result: dict, fig_dir: Path) -> list[Path]:
         return figures.entropy_figure(result, fig_dir)
     if name == "mechanism":
         return figures.covariance_figure(result, fig_dir) + figures.steps_figure(
-            result_steps(result), fig_dir, keys=["cov_mean"], name="cov_mean", title="mean covariance over steps")
+            result_steps(result), fig_dir, keys=["cov_mean"], name="cov_mean", title="mean covariance over steps",
+            ylabel="Cov(log π, A) per token (nats × adv.)")
     if name == "law":
         return figures.law_figure(result, fig_dir)
     if name == "discriminator":
-        return figures.steps_figure(result, fig_dir, keys=["mean", "clip_b_frac"], name="discriminator", title="entropy discriminator S")
+        return figures.steps_figure(result, fig_dir, keys=["mean", "clip_b_frac"], name="discriminator", title="entropy discriminator S",
+                                     ylabel="S (nats) / fraction of tokens")
     if name == "clipping":
-        return figures.steps_figure(result, fig_dir, keys=["clipfrac_low", "clipfrac_high", "clipfrac_dual"], name="clipping", title="clip fractions")
+        return figures.steps_figure(result, fig_dir, keys=["clipfrac_low", "clipfrac_high", "clipfrac_dual"], name="clipping", title="clip fractions",
+                                     ylabel="fraction of valid tokens")
     if name == "rank":
         return figures.rank_figure(result, fig_dir)
     if name == "bon":

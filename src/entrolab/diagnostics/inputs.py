@@ -113,42 +113,53 @@ def group_samples(samples: list[Sample], dataset: Dataset | None = None) -> Data
 _STEP_LABEL = re.compile(r"step_?(\d+)$")
 
 
-def read_eval_json(path: Path | str) -> ModelData:
+def read_eval_json(path: Path | str, *, run: str | None = None) -> ModelData:
     """Convert one ``run_dir/eval/<label>.json`` file (docs/CONTRACTS.md) to a :class:`ModelData`.
 
-    The run label is the file's ``label``; the step is parsed from ``step_000010``-style labels
-    (``base`` is step 0, anything else step 0 too: each eval file is its own single-step run).
+    See :func:`eval_model` for the run label and step.
     """
     path = Path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RolloutFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    return eval_model(obj, where=str(path), run=run)
+
+
+def eval_model(obj: dict[str, Any], *, where: str, run: str | None = None) -> ModelData:
+    """Convert a loaded eval JSON dict (docs/CONTRACTS.md) to a :class:`ModelData`.
+
+    The run label is ``run`` when given (a run directory passes its run's name), else the file's
+    ``label``; the step is parsed from ``step_000010``-style labels (``base`` and anything else is
+    step 0: each eval file is then its own single-step run). ``where`` names the source in errors.
+    """
+    if not isinstance(obj, dict):
+        raise RolloutFormatError(f"{where}: an eval JSON must be an object")
     for key in ("label", "prompts"):
         if key not in obj:
-            raise RolloutFormatError(f"{path}: eval JSON lacks '{key}' (see docs/CONTRACTS.md)")
+            raise RolloutFormatError(f"{where}: eval JSON lacks '{key}' (see docs/CONTRACTS.md)")
     label = str(obj["label"])
     m = _STEP_LABEL.search(label)
-    model = ModelData(run=label, step=int(m.group(1)) if m else 0, source="eval")
+    model = ModelData(run=label if run is None else run, step=int(m.group(1)) if m else 0, source="eval")
     delta = obj.get("reward_delta")
     if delta is not None:
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
-            raise RolloutFormatError(f"{path}: 'reward_delta' must be a finite number, got {delta!r}")
+            raise RolloutFormatError(f"{where}: 'reward_delta' must be a finite number, got {delta!r}")
         model.reward_delta = float(delta)
     for i, p in enumerate(obj["prompts"]):
-        where = f"{path}: prompts[{i}]"
+        loc = f"{where}: prompts[{i}]"
         try:
             pid, n, c = str(p["id"]), int(p["n"]), int(p["correct"])
         except (KeyError, TypeError, ValueError) as err:
-            raise RolloutFormatError(f"{where}: needs 'id', integer 'n' and 'correct' ({err})") from None
+            raise RolloutFormatError(f"{loc}: needs 'id', integer 'n' and 'correct' ({err})") from None
         if not 0 <= c <= n:
-            raise RolloutFormatError(f"{where}: 'correct' = {c} is outside [0, n = {n}]")
+            raise RolloutFormatError(f"{loc}: 'correct' = {c} is outside [0, n = {n}]")
         answers = Counter({str(k): int(v) for k, v in (p.get("answers") or {}).items()})
         correct = Counter({str(k): int(v) for k, v in (p.get("correct_answers") or {}).items()})
         if answers and sum(answers.values()) != n:
-            raise RolloutFormatError(f"{where}: answer counts sum to {sum(answers.values())}, not n = {n}")
+            raise RolloutFormatError(f"{loc}: answer counts sum to {sum(answers.values())}, not n = {n}")
         if sum(correct.values()) > c:
-            raise RolloutFormatError(f"{where}: correct_answers sum to more than 'correct' = {c}")
+            raise RolloutFormatError(f"{loc}: correct_answers sum to more than 'correct' = {c}")
         meta = p.get("meta") or {}
         difficulty = p.get("difficulty", meta.get("difficulty") if isinstance(meta, dict) else None)
         ent = p.get("token_entropy")
@@ -161,7 +172,7 @@ def read_eval_json(path: Path | str) -> ModelData:
             token_count=float(n * len_mean) if isinstance(len_mean, (int, float)) and math.isfinite(len_mean) else float(n),
         )
     if not model.groups:
-        raise RolloutFormatError(f"{path}: eval JSON has no prompts")
+        raise RolloutFormatError(f"{where}: eval JSON has no prompts")
     return model
 
 
