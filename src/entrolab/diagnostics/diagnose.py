@@ -184,7 +184,7 @@ def write_page(report: dict, out_dir: Path) -> Path:
             if result.get(key):
                 page.para(str(result[key]), muted=True)
         if tables is None:
-            page.pre(json.dumps(_brief(result), indent=1)[:6000])
+            page.details(f"{title}: raw numbers (JSON, abridged)", json.dumps(_brief(result), indent=1)[:6000])
     page.h2("Disabled sections")
     page.table([[k, v] for k, v in report["disabled"].items()] or [["(none)", ""]], header=["section", "why"])
     return page.write(out_dir / "index.html")

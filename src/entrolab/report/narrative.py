@@ -99,8 +99,8 @@ def support_sentence(comparison: dict[str, Any], *, label: str) -> str | None:
     if not ans:
         return None
     P, E, S = ans["preserved"], ans["expanded"], ans["shrunk"]
-    text = (f"On {comparison['num_prompts']} shared prompts, of the distinct correct answers either model found, "
-            f"{P} were found by both, {E} only by {label} (expanded) and {S} only by base (shrunk)")
+    text = (f"On {comparison['num_prompts']} shared prompts, {P} distinct correct answer(s) were found by both models, "
+            f"{E} only by {label} (expanded) and {S} only by base (shrunk)")
     ratios = [f"{name} {v:.2f}" for name, v in (("SRR", ans.get("srr")), ("NDR", ans.get("ndr")))
               if v is not None and not math.isnan(v)]
     text += f" ({', '.join(ratios)})" if ratios else ""

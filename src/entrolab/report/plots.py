@@ -68,7 +68,7 @@ Series = tuple[Sequence[float], Sequence[float]]
 def line_figure(lines: dict[str, Series], *, title: str, ylabel: str, xlabel: str = "step",
                 bands: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
                 styles: dict[str, str] | None = None, log2_x: bool = False,
-                ylim: tuple[float, float] | None = None) -> Figure | None:
+                ylim: tuple[float, float] | None = None, band_labels: dict[str, str] | None = None) -> Figure | None:
     """Draw ``{label: (xs, ys)}`` as lines on a new Figure; None if every series is empty.
 
     Args:
@@ -80,6 +80,7 @@ def line_figure(lines: dict[str, Series], *, title: str, ylabel: str, xlabel: st
         styles: label -> matplotlib line style (``"--"`` for base-model curves).
         log2_x: log base-2 x axis with integer tick labels (for pass@k budgets).
         ylim: fixed y range (e.g. (0, 1) for probabilities); default autoscale.
+        band_labels: label -> legend text of that line's band (unlabelled bands stay out of the legend).
     """
     if not ylabel:
         raise ValueError(f"plot '{title}' needs a y-axis label with its unit")
@@ -93,7 +94,8 @@ def line_figure(lines: dict[str, Series], *, title: str, ylabel: str, xlabel: st
         (ln,) = ax.plot(list(xs), list(ys), (styles or {}).get(label, "-"), marker=marker, ms=3, label=label)
         if bands and label in bands:
             lo, hi = bands[label]
-            ax.fill_between(list(xs), list(lo), list(hi), color=ln.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(list(xs), list(lo), list(hi), color=ln.get_color(), alpha=0.15, linewidth=0,
+                            label=(band_labels or {}).get(label, "_nolegend_"))
     if log2_x:
         ax.set_xscale("log", base=2)
         ticks = sorted({x for xs, _ in lines.values() for x in xs})

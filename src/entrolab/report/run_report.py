@@ -87,14 +87,15 @@ def training_figures(run: RunData) -> list[tuple[str, str, Figure]]:
     made = []
     for slug, title, ylabel, keys in TRAINING_PANELS:
         lines = {metric_label(k, kl_estimator=est): run.series(k) for k in keys}
-        bands = None
+        bands = band_labels = None
         if keys == ["reward/mean"]:
             xs, _ = run.series("reward/mean")
             (lx, lo), (hx, hi) = run.series(REWARD_BAND[0]), run.series(REWARD_BAND[1])
             if xs and lx == xs and hx == xs:
                 bands = {metric_label("reward/mean"): (lo, hi)}
+                band_labels = {metric_label("reward/mean"): "10–90 % of the step's rollout rewards [reward/q10, q90]"}
                 title += " (band: 10–90 % of rollouts)"
-        fig = line_figure(lines, title=title, ylabel=ylabel, bands=bands)
+        fig = line_figure(lines, title=title, ylabel=ylabel, bands=bands, band_labels=band_labels)
         if fig is not None:
             made.append((slug, title, fig))
     return made
