@@ -93,8 +93,10 @@ def compute(data: Dataset, *, base: str | None, seed: int = 0, n_boot: int = 100
         else:
             sections[name] = result
     models = [{"run": m.run, "step": m.step, "source": m.source, "num_prompts": len(m.groups),
-               "num_samples": sum(g.n for g in m.groups.values())} for m in data.models.values()]
-    return {"inputs": {"sources": data.sources, "models": models, "base": base, "seed": seed},
+               "num_samples": sum(g.n for g in m.groups.values()), "n_min": min(g.n for g in m.groups.values()),
+               "eval_label": m.eval_label} for m in data.models.values()]
+    return {"inputs": {"sources": data.sources, "run_dirs": data.run_dirs, "models": models, "base": base,
+                       "seed": seed, "notes": data.notes},
             "sections": sections, "disabled": disabled}
 
 
@@ -166,8 +168,11 @@ def write_page(report: dict, out_dir: Path) -> Path:
     page = Page("entrolab diagnostics")
     inputs = report["inputs"]
     page.para("Inputs: " + ", ".join(inputs["sources"]))
-    page.table([[m["run"], m["step"], m["source"], m["num_prompts"], m["num_samples"]] for m in inputs["models"]],
-               header=["run", "step", "source", "prompts", "samples"])
+    page.table([[m["run"], m["step"], m["source"] + (f" ({m['eval_label']})" if m.get("eval_label") else ""),
+                 m["num_prompts"], m["num_samples"], m["n_min"]] for m in inputs["models"]],
+               header=["run", "step", "source", "prompts", "samples", "min samples / prompt"])
+    for note in inputs.get("notes", []):
+        page.para(note, muted=True)
     page.para(f"Base model: {inputs['base'] or '— (a single run: comparisons skipped)'}; seed {inputs['seed']}.")
     for name, (title, desc) in SECTIONS.items():
         page.h2(title).para(desc, muted=True)

@@ -10,7 +10,6 @@ import yaml
 from matplotlib.figure import Figure
 
 from entrolab.diagnostics.curves import crossover_k as _crossover
-from entrolab.diagnostics.figures import support_figure
 from entrolab.diagnostics.inputs import Dataset, eval_model
 from entrolab.diagnostics.schema import RolloutFormatError
 from entrolab.diagnostics.sections_models import support_section
@@ -181,6 +180,9 @@ def support_result(run: RunData) -> tuple[dict[str, Any] | None, str | None]:
 
 def support_part(page: Page, result: dict[str, Any] | None, why: str | None, out_dir: Path) -> None:
     """Support change: preserved / expanded / shrunk correct answers, SRR, NDR, coverage."""
+    # Imported here: diagnostics.figures draws with report.plots, whose package imports this module.
+    from entrolab.diagnostics.figures import support_figure
+
     page.h2("Support change (base vs trained)")
     page.para("A model's empirical support on a prompt is the set of distinct correct answers among its "
               "samples. Preserved: found by both; expanded: only after RL; shrunk: only by the base model. "
