@@ -109,6 +109,7 @@ def test_run_directories_with_same_labels_are_prefixed(tmp_path):
     data = load_dataset([tmp_path / "runA", tmp_path / "runB", tmp_path / "runC"])
     assert data.runs() == ["base", "runC/base"]
     assert any("runB" in n and "merged into 'base'" in n for n in data.notes)
+    assert any("runC" in n and "kept as 'runC/base'" in n for n in data.notes)
 
 
 def test_unknown_input_kind_and_missing_path(tmp_path):

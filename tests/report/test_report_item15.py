@@ -163,3 +163,38 @@ def test_item15_wide_tables_scroll_and_raw_text_is_collapsed(tmp_path):
     html = write_run_report(write_run(tmp_path, "r")).read_text()
     assert "<details><summary>recipe.yaml (click to expand)</summary><pre>name: r" in html
     assert "<table>" not in html.replace('<div class="table-wrap"><table>', "")
+
+
+def test_item15_narrative_reads_the_joint_move_of_pass1_and_passk():
+    from entrolab.report.narrative import crossover_sentence, passk_sentence, training_sentence
+
+    assert passk_sentence(0.18, 0.27, 64, 0.76, 0.61, label="final").endswith(
+        "RL sharpened the distribution: more first-try successes, but fewer problems solved within 64 tries "
+        "than the base model manages.")
+    assert passk_sentence(0.2, 0.3, 8, 0.6, 0.7, label="f").endswith("improved both first-try accuracy and coverage at k = 8.")
+    assert passk_sentence(0.2, 0.3, 8, 0.6, 0.602, label="f").startswith(
+        "pass@1 rose from 0.20 to 0.30 while pass@8 stayed at 0.60 (f vs base): RL sharpened the distribution without")
+    assert "cannot tell expansion from sharpening" in passk_sentence(0.5, 0.7, 8, 1.0, 1.0, label="f")
+    assert passk_sentence(0.2, 0.3, 1, 0.2, 0.3, label="f") == "pass@1 rose from 0.20 to 0.30 (f vs base; no larger budget was measured)."
+    # Trained above base at k = 1, 2; both 1.0 at k = 4: a tie at the ceiling, not a crossing.
+    assert crossover_sentence([1, 2, 4], [0.5, 0.9, 1.0], [0.7, 0.95, 1.0], label="f").startswith(
+        "Both curves reach pass@k = 1 at k = 4")
+    # A tie below the ceiling: base only meets the trained curve.
+    assert crossover_sentence([1, 2], [0.5, 0.8], [0.7, 0.8], label="f") == (
+        "Base ties f at k = 2 and never exceeds it within the measured budgets.")
+    assert crossover_sentence([1, 2], [0.5, 0.8], [0.4, 0.9], label="f") == (
+        "f is not above base even at k = 1 (pass@1 0.40 vs 0.50).")
+    # Steps 1..20, window 2: first (0 + 0.1)/2 = 0.05, last (0.9 + 1.0)/2 = 0.95.
+    rewards = [0.0, 0.1] + [0.5] * 16 + [0.9, 1.0]
+    assert training_sentence(list(range(1, 21)), rewards) == (
+        "Over 20 training steps the mean reward per rollout rose from 0.05 to 0.95 (first and last 2 steps).")
+
+
+def test_item15_support_needs_answer_counts(tmp_path):
+    """Evals with correct counts but no 'correct_answers' cannot give a support change: say so
+    instead of reporting 0 preserved / 0 expanded / 0 shrunk."""
+    base, final = eval_json("base", {1: 0.5, 2: 0.75}), eval_json("final", {1: 0.5, 2: 0.75})
+    for ev in (base, final):
+        ev["prompts"] = [{"id": "p0", "n": 2, "correct": 1}]
+    html = write_run_report(write_run(tmp_path, "noanswers", evals={"base": base, "final": final})).read_text()
+    assert "Not available: the eval files count correct samples but not which answers they gave" in html

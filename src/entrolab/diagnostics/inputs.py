@@ -275,6 +275,8 @@ def load_run_dir(data: Dataset, path: Path, samples: list[Sample]) -> None:
                     data.notes.append(f"{f}: same counts as the base eval already loaded; merged into 'base'")
                     continue
                 model.run = f"{name}/base"
+                data.notes.append(f"{f}: differs from the base eval already loaded; kept as '{model.run}' "
+                                  "(comparisons use 'base' unless another base is chosen)")
         elif label == "final":
             model.run, model.step = name, last
             if (name, last) in data.models:

@@ -48,6 +48,8 @@ def passk_sentence(b1: float, t1: float, k: int, bk: float, tk: float, *, label:
     down is sharpening (mass moved onto answers the base already found, some problems lost);
     both up is expansion at this budget; both saturated at 1 says nothing about the support.
     """
+    if k == 1:
+        return f"{_move('pass@1', b1, t1)} ({label} vs base; no larger budget was measured)."
     head = f"{_move('pass@1', b1, t1)} while {_move(f'pass@{k}', bk, tk)} ({label} vs base)"
     if bk >= SATURATED and tk >= SATURATED:
         return (f"{head}: both models solve every prompt within {k} samples, so this budget cannot tell "

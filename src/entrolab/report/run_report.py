@@ -170,6 +170,8 @@ def support_result(run: RunData) -> tuple[dict[str, Any] | None, str | None]:
                   eval_model(trained, where=f"eval/{label}.json", run=label)]
     except RolloutFormatError as err:
         return None, f"eval files lack per-prompt answer counts: {err}"
+    if any(g.c > 0 and not g.correct_counts for m in models for g in m.groups.values()):
+        return None, "the eval files count correct samples but not which answers they gave ('correct_answers')"
     data = Dataset(models={(m.run, 0): m for m in models})
     result, _ = support_section(data, "base")
     comp = (result.get("comparisons") or {}).get(label, {})
