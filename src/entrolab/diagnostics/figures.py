@@ -29,7 +29,7 @@ def passk_figure(section: dict, out: Path) -> list[Path]:
     lines = {m: (c["ks"], c["pass_at_k"]) for m, c in curves.items()}
     bands = {m: (c["lo"], c["hi"]) for m, c in curves.items()}
     p = line_plot(lines, out / "passk.png", title=f"pass@k ({100 * (1 - section['alpha']):.0f}% bootstrap bands)",
-                  xlabel="k", ylabel="pass@k (fraction of prompts)", bands=bands, log2_x=True)
+                  xlabel="k (samples per prompt)", ylabel="pass@k (fraction of prompts)", bands=bands, log2_x=True)
     return [p] if p else []
 
 
