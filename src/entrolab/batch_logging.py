@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from entrolab.types import RolloutBatch
 
 
@@ -23,6 +25,10 @@ def batch_metrics(batch: RolloutBatch) -> dict[str, float]:
         "rollout/len_max": float(lengths.max()),
         "rollout/truncated_frac": sum(r == "length" for r in batch.stop_reasons) / batch.batch_size,
     }
+    # 10–90 % range of the rollouts' rewards, over the whole rollout batch: the report's reward band
+    # (mean ± std would leave [0, 1] for a 0/1 reward).
+    q10, q90 = torch.quantile(batch.rewards_B.detach().double().cpu(), torch.tensor([0.1, 0.9], dtype=torch.float64))
+    out["reward/q10"], out["reward/q90"] = float(q10), float(q90)
     if batch.ref_logp_BT is not None:  # k1 estimate of KL(π_old || π_ref) over sampled tokens
         out["kl/ref_k1"] = float(((batch.old_logp_BT - batch.ref_logp_BT) * mask_BT).sum() / n_tok)
     out["adv/zero_frac"] = float((adv_B.abs() < 1e-8).float().mean())

@@ -3,8 +3,9 @@
 ``train_sft`` is plain next-token cross-entropy on (prompt, completion) pairs with the loss on
 completion tokens and the final EOS only. ``build_base_model`` turns a task into a cached HF
 folder: char tokenizer from ``task.charset()``, a tiny Llama, SFT on ``task.demonstration``
-samples of the train split (whose choice among solutions the task skews on purpose, so the base
-model has a known, uneven support), and an ``sft.json`` describing the run. ``entrolab sft``
+samples of the task's ``sft`` split by default (disjoint from the ``train`` split RL samples, so RL
+meets problems the base model never saw demonstrated; the task skews the choice among solutions on
+purpose, so the base model has a known, uneven support), and an ``sft.json`` describing the run. ``entrolab sft``
 runs ``run_sft(load_sft_cfg(...))``.
 """
 
@@ -159,7 +160,9 @@ def demonstration_pairs(task, *, demos_per_prompt: int, seed: int, split: str = 
             if demo is not None:
                 pairs.append((prompt.text, demo))
     if not pairs:
-        raise ValueError(f"task '{task.name}' gave no demonstrations for split '{split}'")
+        raise ValueError(f"task '{task.name}' gave no demonstrations for split '{split}'"
+                         + (" (give the task an SFT split, e.g. countdown's n_sft, or choose another split)"
+                            if split == "sft" else ""))
     return pairs
 
 
@@ -195,7 +198,7 @@ def build_base_model(
     schedule: str = DEFAULTS["schedule"],
     demos_per_prompt: int = DEFAULTS["demos_per_prompt"],
     seed: int = 0,
-    split: str = "train",
+    split: str = "sft",
     device: str = "auto",
     force: bool = False,
     progress: Progress | bool | None = None,
@@ -206,6 +209,8 @@ def build_base_model(
     settings, the charset and the demonstration pairs themselves (so any change of task
     parameters retrains). Otherwise the model is trained and written atomically (temp folder,
     then rename). ``progress=True`` shows a progress bar; a callable gets ``(step, steps)``.
+    ``split`` is the task split whose prompts are demonstrated (``sft``: disjoint from RL's
+    ``train``); ``sft.json`` records it.
     """
     from entrolab.models.tiny import build_tiny_model, num_params, save_testbed
     from entrolab.models.tokenizer import build_char_tokenizer
@@ -236,7 +241,7 @@ def build_base_model(
     shutil.rmtree(tmp, ignore_errors=True)
     save_testbed(model.to("cpu"), tokenizer, tmp)
     losses = summary.pop("losses")
-    meta = {"settings_hash": key, "sft_version": SFT_VERSION, "task": task.name, "settings": settings,
+    meta = {"settings_hash": key, "sft_version": SFT_VERSION, "task": task.name, "split": split, "settings": settings,
             "num_params": num_params(model), **summary,
             "loss_curve": losses[:: max(1, len(losses) // 50)] + losses[-1:]}
     (tmp / "sft.json").write_text(json.dumps(meta, indent=2))
@@ -253,7 +258,10 @@ class SftCfg(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     out_dir: str = "runs/base/{task}-{size}-seed{seed}"
-    task: dict[str, Any] = Field(default_factory=lambda: {"name": "countdown"})
+    # The default task has an ``sft`` split of 2000 problems drawn after its ``train`` split, so a
+    # recipe with the default Countdown trains RL on problems the base model never imitated.
+    task: dict[str, Any] = Field(default_factory=lambda: {"name": "countdown", "n_sft": 2000})
+    split: str = "sft"
     size: Literal["tiny", "small"] = DEFAULTS["size"]
     steps: int = Field(DEFAULTS["steps"], ge=1)
     batch_size: int = Field(DEFAULTS["batch_size"], ge=1)
@@ -307,5 +315,5 @@ def run_sft(cfg: SftCfg, *, progress: Progress | bool | None = True) -> Path:
     out = Path(cfg.out_dir.format(task=task_label, size=cfg.size, seed=cfg.seed))
     return build_base_model(out, task, size=cfg.size, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                             warmup=cfg.warmup, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                            demos_per_prompt=cfg.demos_per_prompt, seed=cfg.seed, device=cfg.device,
-                            force=cfg.force, progress=progress)
+                            demos_per_prompt=cfg.demos_per_prompt, seed=cfg.seed, split=cfg.split,
+                            device=cfg.device, force=cfg.force, progress=progress)

@@ -123,11 +123,11 @@ def test_eval_jsons_from_a_run_directory(tmp_path):
     report = report_of([run])
     s = report["sections"]
     assert s["passk"]["curves"]["base"]["pass_at_k"][0] == pytest.approx(7 / 16)
-    assert s["support"]["comparisons"]["final"]["problem_level"] == {
+    assert s["support"]["comparisons"]["run1"]["problem_level"] == {
         "preserved": 3, "expanded": 0, "shrunk": 0, "out_of_support": 1, "srr": 1.0, "ndr": 0.0, "sds": 0.0, "nscr": 0.0}
     # Answer-level KL(final ‖ base): p1 log(1/(1/4)) = log 4, p2 log 2, p0 and p3 0 -> mean ¾ log 2.
-    assert s["bon"]["trained"]["final"]["answer_kl_mean"] == pytest.approx(0.75 * math.log(2))
-    assert s["bon"]["trained"]["final"]["answer_kl_infinite_prompts"] == 0
+    assert s["bon"]["trained"]["run1"]["answer_kl_mean"] == pytest.approx(0.75 * math.log(2))
+    assert s["bon"]["trained"]["run1"]["answer_kl_infinite_prompts"] == 0
     law = s["law"]["runs"]["run1 (metrics.jsonl, train)"]
     assert law["steps"] == [0, 1, 2, 3, 4, 5] and law["fit"]["n_fit"] == 3
     assert "eval JSONs carry no per-sample rewards" in report["disabled"]["starc"]
@@ -203,3 +203,70 @@ def test_cli_diagnose_writes_report_and_names_bad_line(tmp_path, capsys):
     bad.write_text(path.read_text().splitlines()[0] + "\n{\"prompt_id\": 1,\n")
     assert main(["diagnose", str(bad), "--out", str(tmp_path / "o2")]) == 1
     assert "bad.jsonl:2:" in capsys.readouterr().err
+
+
+def eval_n(label, correct, n=16):
+    """Eval JSON with n samples per prompt 'test-i'; prompt i has correct[i] correct answers 'a'."""
+    prompts = [{"id": f"test-{i}", "n": n, "correct": c, "answers": {"a": c, "w": n - c} if c < n else {"a": n},
+                "correct_answers": {"a": c} if c else {}, "solutions": ["a", "b"]} for i, c in enumerate(correct)]
+    return {"label": label, "n_samples": n, "ks": [1, 2, 4, 8, 16], "summary": {}, "prompts": prompts}
+
+
+def run_dir(root, name, *, final, step5=None, seed=0):
+    """A trained run as the trainer leaves it: recipe name, metrics for steps 1..10, evals (16 samples
+    per test prompt) and training rollouts (8 samples per training prompt at steps 5 and 10)."""
+    run = root / f"dir_{name}"
+    (run / "eval").mkdir(parents=True)
+    (run / "recipe.yaml").write_text(f"name: {name}\nseed: {seed}\n")
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "reward/mean": 0.1 * s}) + "\n" for s in range(1, 11)))
+    (run / "eval" / "base.json").write_text(json.dumps(eval_n("base", [0, 2, 8, 16])))
+    (run / "eval" / "final.json").write_text(json.dumps(eval_n("final", final)))
+    if step5 is not None:
+        (run / "eval" / "step_000005.json").write_text(json.dumps(eval_n("step_000005", step5)))
+    write(run / "rollouts.jsonl", make_samples(name, [5, 10], seed=seed, full=False, n=8, prompts=4))
+    return run
+
+
+def test_item16_training_rollouts_keep_the_eval_passk_grid_and_runs_are_named(tmp_path):
+    """Two runs (grpo, clip_cov), each with the same base eval, a final eval (n = 16) and training
+    rollouts (n = 8, other prompts). Base pass@1 = (0 + 2/16 + 8/16 + 16/16)/4 = 0.40625, pass@16 =
+    (0 + 1 + 1 + 1)/4 = 0.75; grpo final counts (4, 8, 12, 16): pass@1 = 40/64 = 0.625, pass@16 = 1."""
+    a = run_dir(tmp_path, "grpo", final=[4, 8, 12, 16], step5=[2, 4, 8, 16])
+    b = run_dir(tmp_path, "clip_cov", final=[0, 4, 16, 16], seed=1)
+    html, report = run_diagnose(tmp_path, [a, b])
+    models = {(m["run"], m["step"]) for m in report["inputs"]["models"]}
+    assert models == {("base", 0), ("grpo", 5), ("grpo", 10), ("clip_cov", 10),
+                      ("grpo (training rollouts)", 5), ("grpo (training rollouts)", 10),
+                      ("clip_cov (training rollouts)", 5), ("clip_cov (training rollouts)", 10)}
+    assert any("dir_clip_cov/eval/base.json" in n and "merged" in n for n in report["inputs"]["notes"])
+    curves = report["sections"]["passk"]["curves"]
+    assert curves["base"]["ks"] == curves["grpo"]["ks"] == curves["clip_cov"]["ks"] == [1, 2, 4, 8, 16]
+    assert curves["grpo (training rollouts)"]["ks"] == [1, 2, 4, 8]
+    assert curves["base"]["pass_at_k"][0] == pytest.approx(0.40625) and curves["base"]["pass_at_k"][-1] == 0.75
+    assert curves["grpo"]["pass_at_k"][0] == pytest.approx(0.625) and curves["grpo"]["pass_at_k"][-1] == 1.0
+    assert set(report["sections"]["passk"]["crossover"]) == {"grpo", "clip_cov"}
+    assert "(training rollouts)" in report["sections"]["passk"]["note"]
+    assert set(report["sections"]["support"]["comparisons"]) >= {"grpo", "clip_cov"}
+    text = html.read_text()
+    assert "<td>pass@16</td>" in text and "clip_cov/final" not in text and "<td>final</td>" not in text
+
+
+def test_item16_each_model_keeps_its_own_passk_grid(tmp_path):
+    """Loose inputs: base and final evals with 16 samples per prompt and an 8-sample rollout file:
+    the evals' curves still reach k = 16; the rollouts' curve stops at its own n = 8."""
+    (tmp_path / "base.json").write_text(json.dumps(eval_n("base", [0, 2, 8, 16])))
+    (tmp_path / "final.json").write_text(json.dumps(eval_n("final", [4, 8, 12, 16])))
+    rollouts = write(tmp_path / "r.jsonl", make_samples("grpo", [10], seed=0, full=False, n=8, prompts=4))
+    curves = report_of([tmp_path / "base.json", tmp_path / "final.json", rollouts])["sections"]["passk"]["curves"]
+    assert curves["base"]["ks"] == curves["final"]["ks"] == [1, 2, 4, 8, 16]
+    assert curves["grpo"]["ks"] == [1, 2, 4, 8]
+    # pass@k = mean over prompts of 1 − C(16 − c, k)/C(16, k), c = 4, 8, 12, 16.
+    assert curves["final"]["pass_at_k"] == pytest.approx([0.625, 0.7916666667, 0.9222527473, 0.9903651904, 1.0])
+
+
+def test_item15_diagnose_raw_json_is_collapsed(tmp_path):
+    """Sections without a table view show their JSON inside a closed <details>, never as an open <pre>."""
+    path = write(tmp_path / "r.jsonl", make_samples("base", [0], seed=0) + make_samples("grpo", [0, 1, 2], seed=1))
+    text = diagnose([path], tmp_path / "out", n_boot=20).read_text()
+    pres = text.count("<pre>")
+    assert pres >= 1 and text.count("</summary><pre>") == pres and "<details open" not in text

@@ -99,12 +99,17 @@ def test_eval_json_inconsistent_counts_rejected(tmp_path):
 
 
 def test_run_directories_with_same_labels_are_prefixed(tmp_path):
+    """Two runs' base evals: identical counts are one evaluation (merged, with a note); different
+    counts keep both, the second prefixed with its run's name."""
     prompt = {"id": "p0", "n": 2, "correct": 1, "answers": {"a": 1, "x": 1}, "correct_answers": {"a": 1}}
-    for run in ("runA", "runB"):
+    other = {"id": "p0", "n": 2, "correct": 2, "answers": {"a": 2}, "correct_answers": {"a": 2}}
+    for run, p in (("runA", prompt), ("runB", prompt), ("runC", other)):
         (tmp_path / run / "eval").mkdir(parents=True)
-        (tmp_path / run / "eval" / "base.json").write_text(json.dumps(eval_json("base", [prompt])))
-    data = load_dataset([tmp_path / "runA", tmp_path / "runB"])
-    assert data.runs() == ["base", "runB/base"]
+        (tmp_path / run / "eval" / "base.json").write_text(json.dumps(eval_json("base", [p])))
+    data = load_dataset([tmp_path / "runA", tmp_path / "runB", tmp_path / "runC"])
+    assert data.runs() == ["base", "runC/base"]
+    assert any("runB" in n and "merged into 'base'" in n for n in data.notes)
+    assert any("runC" in n and "kept as 'runC/base'" in n for n in data.notes)
 
 
 def test_unknown_input_kind_and_missing_path(tmp_path):

@@ -9,7 +9,7 @@ from report_fixtures import eval_json, fake_run, write_run  # noqa: F401 (fake_r
 
 from entrolab.report.html import PNG_SIGNATURE
 from entrolab.report.rundata import load_run
-from entrolab.report.run_report import crossover_k, write_run_report
+from entrolab.report.run_report import crossover, write_run_report
 
 
 def embedded_pngs(html: str) -> list[bytes]:
@@ -79,8 +79,9 @@ def test_bad_eval_file_is_a_note(tmp_path):
 
 def test_crossover():
     base = eval_json("base", {1: 0.1, 2: 0.2, 4: 0.9})
-    assert crossover_k(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.8})) == 4
-    assert crossover_k(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.95})) is None
+    assert crossover(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.8}))["k"] == 4
+    assert crossover(base, eval_json("final", {1: 0.5, 2: 0.6, 4: 0.95}))["status"] == "no_crossover"
+    assert crossover(base, {"ks": [8], "summary": {"pass@8": 1.0}}) is None  # no shared k
 
 
 def test_passk_band_from_prompt_records(tmp_path):

@@ -93,8 +93,10 @@ def compute(data: Dataset, *, base: str | None, seed: int = 0, n_boot: int = 100
         else:
             sections[name] = result
     models = [{"run": m.run, "step": m.step, "source": m.source, "num_prompts": len(m.groups),
-               "num_samples": sum(g.n for g in m.groups.values())} for m in data.models.values()]
-    return {"inputs": {"sources": data.sources, "models": models, "base": base, "seed": seed},
+               "num_samples": sum(g.n for g in m.groups.values()), "n_min": min(g.n for g in m.groups.values()),
+               "eval_label": m.eval_label} for m in data.models.values()]
+    return {"inputs": {"sources": data.sources, "run_dirs": data.run_dirs, "models": models, "base": base,
+                       "seed": seed, "notes": data.notes},
             "sections": sections, "disabled": disabled}
 
 
@@ -131,13 +133,16 @@ def _figures(name: str, result: dict, fig_dir: Path) -> list[Path]:
         return figures.entropy_figure(result, fig_dir)
     if name == "mechanism":
         return figures.covariance_figure(result, fig_dir) + figures.steps_figure(
-            result_steps(result), fig_dir, keys=["cov_mean"], name="cov_mean", title="mean covariance over steps")
+            result_steps(result), fig_dir, keys=["cov_mean"], name="cov_mean", title="mean covariance over steps",
+            ylabel="Cov(log π, A) per token (nats × adv.)")
     if name == "law":
         return figures.law_figure(result, fig_dir)
     if name == "discriminator":
-        return figures.steps_figure(result, fig_dir, keys=["mean", "clip_b_frac"], name="discriminator", title="entropy discriminator S")
+        return figures.steps_figure(result, fig_dir, keys=["mean", "clip_b_frac"], name="discriminator", title="entropy discriminator S",
+                                     ylabel="S (nats) / fraction of tokens")
     if name == "clipping":
-        return figures.steps_figure(result, fig_dir, keys=["clipfrac_low", "clipfrac_high", "clipfrac_dual"], name="clipping", title="clip fractions")
+        return figures.steps_figure(result, fig_dir, keys=["clipfrac_low", "clipfrac_high", "clipfrac_dual"], name="clipping", title="clip fractions",
+                                     ylabel="fraction of valid tokens")
     if name == "rank":
         return figures.rank_figure(result, fig_dir)
     if name == "bon":
@@ -163,8 +168,11 @@ def write_page(report: dict, out_dir: Path) -> Path:
     page = Page("entrolab diagnostics")
     inputs = report["inputs"]
     page.para("Inputs: " + ", ".join(inputs["sources"]))
-    page.table([[m["run"], m["step"], m["source"], m["num_prompts"], m["num_samples"]] for m in inputs["models"]],
-               header=["run", "step", "source", "prompts", "samples"])
+    page.table([[m["run"], m["step"], m["source"] + (f" ({m['eval_label']})" if m.get("eval_label") else ""),
+                 m["num_prompts"], m["num_samples"], m["n_min"]] for m in inputs["models"]],
+               header=["run", "step", "source", "prompts", "samples", "min samples / prompt"])
+    for note in inputs.get("notes", []):
+        page.para(note, muted=True)
     page.para(f"Base model: {inputs['base'] or '— (a single run: comparisons skipped)'}; seed {inputs['seed']}.")
     for name, (title, desc) in SECTIONS.items():
         page.h2(title).para(desc, muted=True)
@@ -181,7 +189,7 @@ def write_page(report: dict, out_dir: Path) -> Path:
             if result.get(key):
                 page.para(str(result[key]), muted=True)
         if tables is None:
-            page.pre(json.dumps(_brief(result), indent=1)[:6000])
+            page.details(f"{title}: raw numbers (JSON, abridged)", json.dumps(_brief(result), indent=1)[:6000])
     page.h2("Disabled sections")
     page.table([[k, v] for k, v in report["disabled"].items()] or [["(none)", ""]], header=["section", "why"])
     return page.write(out_dir / "index.html")

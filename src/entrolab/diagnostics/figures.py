@@ -29,7 +29,7 @@ def passk_figure(section: dict, out: Path) -> list[Path]:
     lines = {m: (c["ks"], c["pass_at_k"]) for m, c in curves.items()}
     bands = {m: (c["lo"], c["hi"]) for m, c in curves.items()}
     p = line_plot(lines, out / "passk.png", title=f"pass@k ({100 * (1 - section['alpha']):.0f}% bootstrap bands)",
-                  xlabel="k", ylabel="pass@k", bands=bands, log2_x=True)
+                  xlabel="k (samples per prompt)", ylabel="pass@k (fraction of prompts)", bands=bands, log2_x=True)
     return [p] if p else []
 
 
@@ -71,8 +71,8 @@ def entropy_figure(section: dict, out: Path) -> list[Path]:
         a = [r for r in rows if r.get("answer_entropy") is not None]
         if a:
             ans[run] = ([r["step"] for r in a], [r["answer_entropy"] for r in a])
-    paths = [line_plot(lines, out / "entropy_token.png", title="token entropy over steps", ylabel="nats", bands=bands),
-             line_plot(ans, out / "entropy_answer.png", title="answer-level entropy over steps", ylabel="nats")]
+    paths = [line_plot(lines, out / "entropy_token.png", title="token entropy over steps", ylabel="entropy per token (nats)", bands=bands),
+             line_plot(ans, out / "entropy_answer.png", title="answer-level entropy over steps", ylabel="answer entropy (nats)")]
     return [p for p in paths if p]
 
 
@@ -127,7 +127,7 @@ def law_figure(section: dict, out: Path) -> list[Path]:
     return paths
 
 
-def steps_figure(section: dict, out: Path, *, keys: list[str], name: str, title: str) -> list[Path]:
+def steps_figure(section: dict, out: Path, *, keys: list[str], name: str, title: str, ylabel: str) -> list[Path]:
     """One line per (run, key) over steps, for per-step statistic rows (discriminator, clipping)."""
     lines = {}
     for run, rows in section["runs"].items():
@@ -135,7 +135,7 @@ def steps_figure(section: dict, out: Path, *, keys: list[str], name: str, title:
             pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
             if pts:
                 lines[f"{run}: {key}"] = ([p[0] for p in pts], [p[1] for p in pts])
-    p = line_plot(lines, out / f"{name}.png", title=title)
+    p = line_plot(lines, out / f"{name}.png", title=title, ylabel=ylabel)
     return [p] if p else []
 
 
@@ -145,7 +145,8 @@ def rank_figure(section: dict, out: Path) -> list[Path]:
     for key in ("er", "erv", "era"):
         lines = {run: ([r["step"] for r in res[key]], [r["mean"] for r in res[key]])
                  for run, res in section["runs"].items() if key in res}
-        p = line_plot(lines, out / f"rank_{key}.png", title=f"hidden-state {key.upper()} over steps")
+        p = line_plot(lines, out / f"rank_{key}.png", title=f"hidden-state {key.upper()} over steps",
+                      ylabel=f"{key.upper()} (effective dimensions)" if key == "er" else f"{key.upper()} (per step)")
         if p:
             paths.append(p)
     return paths
@@ -161,7 +162,7 @@ def bon_figure(section: dict, out: Path) -> list[Path]:
     for label, t in section.get("trained", {}).items():
         if t.get("answer_kl_mean") is not None and t.get("reward_mean") is not None:
             lines[f"{label} (answer-level KL)"] = ([t["answer_kl_mean"]], [t["reward_mean"]])
-    p = line_plot(lines, out / "bon_kl.png", title="reward vs KL to the base model", xlabel="KL (nats)", ylabel="reward")
+    p = line_plot(lines, out / "bon_kl.png", title="reward vs KL to the base model", xlabel="KL (nats)", ylabel="expected reward")
     return [p] if p else []
 
 

@@ -36,26 +36,39 @@ def _common(models: list[ModelData]) -> list[str]:
 
 
 def passk_section(data: Dataset, base: str | None, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Result:
-    """pass@k curves with bootstrap bands for every model, and the crossover k of base vs others."""
+    """pass@k curves with bootstrap bands for every model, and the crossover k of base vs others.
+
+    Each model's k grid runs up to its own smallest n (a run's 8-sample training rollouts never cut
+    the 64-sample evals' curves down to k = 8). Models sharing prompts with the base model (or, with
+    no base, with the first model) are scored on the prompts all of them share; a model sharing none
+    (training rollouts on training prompts) is scored on its own prompts and left out of crossovers.
+    Each model is bootstrapped with the same ``seed``.
+    """
     models = finals(data)
-    common = _common(list(models.values()))
-    note = None
-    if not common:
-        note = "the models share no prompt: each curve is over its own prompts"
-    counts = {}
+    anchor = models[base] if base is not None else next(iter(models.values()))
+    cohort = [label for label, m in models.items() if set(m.groups) & set(anchor.groups)]
+    common = _common([models[label] for label in cohort])
+    apart = [label for label in models if label not in cohort]
+    note = (f"{', '.join(apart)}: no prompt in common with {anchor.run}; each such curve is over its own prompts"
+            if apart else None)
+    curves = {}
     for label, m in models.items():
-        ids = common or sorted(m.groups)
-        counts[label] = ([m.groups[p].n for p in ids], [m.groups[p].c for p in ids])
-    curves = passk_curves(counts, n_boot=n_boot, alpha=alpha, seed=seed)
-    out = {"curves": curves, "num_prompts": len(common) if common else None, "alpha": alpha, "n_boot": n_boot,
-           "seed": seed, "note": note}
+        ids = common if label in cohort else sorted(m.groups)
+        counts = ([m.groups[p].n for p in ids], [m.groups[p].c for p in ids])
+        curves[label] = passk_curves({label: counts}, n_boot=n_boot, alpha=alpha, seed=seed)[label]
+    out = {"curves": curves, "num_prompts": len(common), "alpha": alpha, "n_boot": n_boot, "seed": seed, "note": note}
     if base is None or len(models) < 2:
         out["crossover"] = None
         out["crossover_skipped"] = SINGLE if len(models) < 2 else "no base model"
     else:
         b = curves[base]
-        out["crossover"] = {label: crossover_k(b["ks"], b["pass_at_k"], c["pass_at_k"])
-                            for label, c in curves.items() if label != base}
+        out["crossover"] = {}
+        for label in cohort:
+            if label == base:
+                continue
+            bk, ck = dict(zip(b["ks"], b["pass_at_k"])), dict(zip(curves[label]["ks"], curves[label]["pass_at_k"]))
+            ks = sorted(set(bk) & set(ck))  # the budgets both grids hold (1, 2, 4, … up to the smaller n)
+            out["crossover"][label] = crossover_k(ks, [bk[k] for k in ks], [ck[k] for k in ks])
     return out, None
 
 

@@ -15,9 +15,11 @@ _SUPPORT_KEYS = ["preserved", "expanded", "shrunk", "out_of_support", "srr", "nd
 def _passk(r: dict) -> list[Table]:
     curves = r["curves"]
     models = list(curves)
-    ks = curves[models[0]]["ks"]
+    # Each model has its own grid (up to its own n); a budget a model lacks is an empty cell.
+    ks = sorted({k for c in curves.values() for k in c["ks"]})
+    idx = {m: {k: i for i, k in enumerate(curves[m]["ks"])} for m in models}
     rows = [[f"pass@{k}", *(f"{curves[m]['pass_at_k'][i]:.3f} [{curves[m]['lo'][i]:.3f}, {curves[m]['hi'][i]:.3f}]"
-                            for m in models)] for i, k in enumerate(ks)]
+                            if (i := idx[m].get(k)) is not None else None for m in models)] for k in ks]
     out = [(["k", *models], rows)]
     if r.get("crossover"):
         out.append((["trained vs base", "status", "crossover k", "interpolated k"],

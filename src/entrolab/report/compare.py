@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 from entrolab.report.html import Page
-from entrolab.report.plots import TRAINING_PANELS, line_plot, passk_series
-from entrolab.report.run_report import kmax, summary_value
+from entrolab.report.plots import TRAINING_PANELS, line_plot, metric_label, passk_series
+from entrolab.report.run_report import kl_estimator, kmax, summary_value
 from entrolab.report.rundata import RunData, load_run
 
 HEADER = ["run", "steps", "final reward", "final pass rate", "final entropy", "base pass@1",
@@ -58,7 +58,8 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Pat
         if r.base_eval is not None:
             lines[f"{n}: base"] = passk_series(r.base_eval)
             styles[f"{n}: base"] = "--"
-    path = line_plot(lines, out_dir / "passk.png", title="pass@k", xlabel="k", ylabel="pass@k",
+    path = line_plot(lines, out_dir / "passk.png", title="pass@k", xlabel="k (samples per prompt)",
+                     ylabel="pass@k (fraction of prompts solved)",
                      styles=styles, log2_x=True, ylim=(0, 1.02))
     if path is not None:
         page.image(path, alt="pass@k")
@@ -67,11 +68,13 @@ def write_comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Pat
 
     page.h2("Training")
     plotted = 0
-    for slug, title, keys in TRAINING_PANELS:
+    for slug, title, ylabel, keys in TRAINING_PANELS:
         for key in keys:
-            per_run = {n: r.series(key) for n, r in zip(names, runs)}
+            # kl/ref's estimator is a recipe choice, so each run's line says which one it logged.
+            per_run = {(f"{n} ({kl_estimator(r.recipe_text) or '?'} estimator)" if key == "kl/ref" else n): r.series(key)
+                       for n, r in zip(names, runs)}
             fname = f"{slug}_{key.replace('/', '_').replace('@', 'at')}.png"
-            path = line_plot(per_run, out_dir / fname, title=f"{title}: {key}")
+            path = line_plot(per_run, out_dir / fname, title=f"{title}: {metric_label(key)}", ylabel=ylabel)
             if path is not None:
                 page.image(path, alt=key)
                 plotted += 1

@@ -9,7 +9,7 @@ Example::
 
     page = Page("run report")
     page.h2("Key numbers").table([["pass@1", 0.25]], header=["metric", "value"])
-    page.image(Path("reward.png"), alt="reward").pre(recipe_yaml)
+    page.image(Path("reward.png"), alt="reward").details("resolved recipe", recipe_yaml)
     page.write(run_dir / "report" / "index.html")
 """
 
@@ -27,11 +27,13 @@ _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: .6em 0; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: .6em 0; }
+table { border-collapse: collapse; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
-pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 90%; }
+pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: 90%; white-space: pre-wrap; overflow-wrap: anywhere; }
+details > summary { cursor: pointer; color: #555; }
 img { max-width: 100%; margin: .4em 0; }
 .muted { color: #777; }
 """
@@ -85,23 +87,33 @@ class Page:
         self._parts.append(f"<pre>{html.escape(str(text))}</pre>")
         return self
 
+    def details(self, summary: str, text: str) -> "Page":
+        """Preformatted text folded under a ``<details>`` element (closed by default): raw JSON and
+        long dumps stay one click away instead of filling the page."""
+        self._parts.append(f"<details><summary>{html.escape(str(summary))}</summary>"
+                           f"<pre>{html.escape(str(text))}</pre></details>")
+        return self
+
     # ----------------------------------------------------------------- table
     def table(self, rows: Iterable[Sequence[Any]], header: Sequence[Any] | None = None,
               *, digits: int = 4) -> "Page":
         """A table; each row is a sequence of cells formatted with :func:`fmt`.
+
+        The table sits in a ``div.table-wrap`` that scrolls horizontally, so a wide table (many
+        models or columns) stays inside the page instead of widening it.
 
         Args:
             rows: iterable of rows (lists/tuples of cells: str, int, float, None, ...).
             header: optional column names.
             digits: significant digits for float cells.
         """
-        out = ["<table>"]
+        out = ['<div class="table-wrap"><table>']
         if header is not None:
             out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
         for row in rows:
             cells = "".join(f"<td>{html.escape(fmt(c, digits=digits))}</td>" for c in row)
             out.append(f"<tr>{cells}</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
         self._parts.append("\n".join(out))
         return self
 

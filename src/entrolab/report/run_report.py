@@ -1,13 +1,26 @@
-"""The run report: ``run_dir/report/index.html`` with key numbers, training plots, pass@k and recipe."""
+"""The run report: ``run_dir/report/index.html`` with a plain-language summary, key numbers,
+pass@k, support change (base vs trained), training plots and the recipe."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import yaml
+from matplotlib.figure import Figure
+
+from entrolab.diagnostics.curves import crossover_k as _crossover
+from entrolab.diagnostics.inputs import Dataset, eval_model
+from entrolab.diagnostics.schema import RolloutFormatError
+from entrolab.diagnostics.sections_models import support_section
+from entrolab.diagnostics.tables import section_tables
+from entrolab.report import narrative
 from entrolab.report.html import Page
-from entrolab.report.plots import TRAINING_PANELS, line_plot, passk_bands, passk_series
+from entrolab.report.plots import TRAINING_PANELS, line_figure, line_plot, metric_label, passk_bands, passk_series, save_figure
 from entrolab.report.rundata import RunData, load_run
+
+#: Quantile keys of the per-rollout rewards (batch_logging) drawn as the reward plot's band.
+REWARD_BAND = ("reward/q10", "reward/q90")
 
 #: Summary keys of an eval JSON shown in the key-numbers table, with their row names.
 EVAL_ROWS = [
@@ -31,34 +44,65 @@ def kmax(result: dict[str, Any] | None) -> int | None:
     return max(ks) if ks else None
 
 
-def crossover_k(base: dict[str, Any], trained: dict[str, Any]) -> int | None:
-    """Smallest budget k (among both results' ks) where base pass@k ≥ trained pass@k, or None.
+def crossover(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`entrolab.diagnostics.curves.crossover_k` of two eval results over their shared ks
+    (None when they share none).
 
     A trained model above the base at small k but not at large k is the "sharpens but does not
     expand" signature of Yue et al. 2025 / The Invisible Leash (arXiv:2507.14843).
     """
+    ks, b, t = _shared_curves(base, trained)
+    return _crossover(ks, b, t) if ks else None
+
+
+def _shared_curves(base: dict[str, Any], trained: dict[str, Any]) -> tuple[list[int], list[float], list[float]]:
     b, t = dict(zip(*passk_series(base))), dict(zip(*passk_series(trained)))
-    for k in sorted(set(b) & set(t)):
-        if b[k] >= t[k]:
-            return k
+    ks = sorted(set(b) & set(t))
+    return ks, [b[k] for k in ks], [t[k] for k in ks]
+
+
+def kl_estimator(recipe_text: str | None) -> str | None:
+    """The estimator (k1/k2/k3) of the recipe's ``kl_to_ref`` regularizer, which ``kl/ref`` logs;
+    None when the recipe is missing or has no such regularizer."""
+    try:
+        data = yaml.safe_load(recipe_text) if recipe_text else None
+    except yaml.YAMLError:
+        return None
+    regs = ((data or {}).get("objective") or {}).get("regularizers") if isinstance(data, dict) else None
+    for reg in regs or []:
+        if isinstance(reg, dict) and reg.get("name") in ("kl_to_ref", "kl"):
+            return str(reg.get("estimator", "k3"))  # k3 is kl_to_ref's default
     return None
+
+
+def training_figures(run: RunData) -> list[tuple[str, str, Figure]]:
+    """(slug, title, figure) of every training panel that has data.
+
+    Lines are labelled by :func:`metric_label` (the KL panel says which KL and which estimator).
+    The reward band is the 10–90 % range of the step's per-rollout rewards when the run logged
+    ``reward/q10``/``reward/q90``; never mean ± std, which leaves [0, 1] for a 0/1 reward.
+    """
+    est = kl_estimator(run.recipe_text)
+    made = []
+    for slug, title, ylabel, keys in TRAINING_PANELS:
+        lines = {metric_label(k, kl_estimator=est): run.series(k) for k in keys}
+        bands = band_labels = None
+        if keys == ["reward/mean"]:
+            xs, _ = run.series("reward/mean")
+            (lx, lo), (hx, hi) = run.series(REWARD_BAND[0]), run.series(REWARD_BAND[1])
+            if xs and lx == xs and hx == xs:
+                bands = {metric_label("reward/mean"): (lo, hi)}
+                band_labels = {metric_label("reward/mean"): "10–90 % of the step's rollout rewards [reward/q10, q90]"}
+                title += " (band: 10–90 % of rollouts)"
+        fig = line_figure(lines, title=title, ylabel=ylabel, bands=bands, band_labels=band_labels)
+        if fig is not None:
+            made.append((slug, title, fig))
+    return made
 
 
 def training_plots(run: RunData, out_dir: Path) -> list[tuple[str, Path]]:
     """One PNG per training panel that has data; returns (title, path) pairs."""
-    made = []
-    for slug, title, keys in TRAINING_PANELS:
-        lines = {k: run.series(k) for k in keys}
-        bands = None
-        if keys == ["reward/mean"]:
-            xs, mean = lines["reward/mean"]
-            sx, std = run.series("reward/std")
-            if mean and sx == xs:
-                bands = {"reward/mean": ([m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)])}
-        path = line_plot(lines, out_dir / f"{slug}.png", title=title, bands=bands)
-        if path is not None:
-            made.append((title, path))
-    return made
+    return [(title, save_figure(fig, out_dir / f"{slug}.png")) for slug, title, fig in training_figures(run)]
 
 
 def key_numbers(run: RunData) -> tuple[list[str], list[list[Any]]]:
@@ -102,18 +146,81 @@ def passk_section(page: Page, run: RunData, out_dir: Path) -> None:
     bands = {lab: b for lab in {"base", run.trained_label} if lab in run.evals
              and (b := passk_bands(run.evals[lab])) is not None}
     path = line_plot(lines, out_dir / "passk.png", title="pass@k (unbiased; 95% bootstrap band over prompts)",
-                     xlabel="k", ylabel="pass@k", styles={"base": "--"}, bands=bands, log2_x=True, ylim=(0, 1.02))
+                     xlabel="k (samples per prompt)", ylabel="pass@k (fraction of prompts solved)",
+                     styles={"base": "--"}, bands=bands, log2_x=True, ylim=(0, 1.02))
     if path is not None:
         page.image(path, alt="pass@k curves")
     base, trained = run.base_eval, run.trained_eval
     if base is not None and trained is not None and run.trained_label != "base":
-        b, t = dict(zip(*passk_series(base))), dict(zip(*passk_series(trained)))
-        ks = sorted(set(b) & set(t))
-        page.table([[k, b[k], t[k], t[k] - b[k]] for k in ks],
+        ks, b, t = _shared_curves(base, trained)
+        page.table([[k, bk, tk, tk - bk] for k, bk, tk in zip(ks, b, t)],
                    header=["k", "base", run.trained_label, "trained − base"])
-        k = crossover_k(base, trained)
-        page.para(f"Base catches up with {run.trained_label} at k = {k}." if k is not None
-                  else f"{run.trained_label} is above base at every k measured.")
+        sentence = narrative.crossover_sentence(ks, b, t, label=run.trained_label)
+        if sentence:
+            page.para(sentence)
+
+
+def support_result(run: RunData) -> tuple[dict[str, Any] | None, str | None]:
+    """The diagnostics support section (Invisible Leash) of base vs trained eval, or (None, why)."""
+    base, trained, label = run.base_eval, run.trained_eval, run.trained_label
+    if base is None or trained is None or label == "base":
+        return None, "needs eval/base.json and a trained eval (final or step_*)"
+    try:
+        models = [eval_model(base, where="eval/base.json", run="base"),
+                  eval_model(trained, where=f"eval/{label}.json", run=label)]
+    except RolloutFormatError as err:
+        return None, f"eval files lack per-prompt answer counts: {err}"
+    if any(g.c > 0 and not g.correct_counts for m in models for g in m.groups.values()):
+        return None, "the eval files count correct samples but not which answers they gave ('correct_answers')"
+    data = Dataset(models={(m.run, 0): m for m in models})
+    result, _ = support_section(data, "base")
+    comp = (result.get("comparisons") or {}).get(label, {})
+    if "error" in comp:
+        return None, f"{label} {comp['error']}"
+    return result, None
+
+
+def support_part(page: Page, result: dict[str, Any] | None, why: str | None, out_dir: Path) -> None:
+    """Support change: preserved / expanded / shrunk correct answers, SRR, NDR, coverage."""
+    # Imported here: diagnostics.figures draws with report.plots, whose package imports this module.
+    from entrolab.diagnostics.figures import support_figure
+
+    page.h2("Support change (base vs trained)")
+    page.para("A model's empirical support on a prompt is the set of distinct correct answers among its "
+              "samples. Preserved: found by both; expanded: only after RL; shrunk: only by the base model. "
+              "SRR = P/(P+S) (support retained), NDR = E/(P+E) (new discoveries), NSCR = (E−S)/(P+E+S); "
+              "coverage = found / all solutions of an enumerable task (\"The Invisible Leash\", arXiv 2507.14843).",
+              muted=True)
+    if result is None:
+        page.para(f"Not available: {why}.", muted=True)
+        return
+    for png in support_figure(result, out_dir / "support"):
+        page.image(png, alt="support change bars")
+    for header, rows in section_tables("support", result):
+        page.table(rows, header=header)
+    for comp in (result.get("comparisons") or {}).values():
+        if comp.get("warning"):
+            page.para(comp["warning"], muted=True)
+
+
+def summary_sentences(run: RunData, support: dict[str, Any] | None) -> list[str]:
+    """The "What happened" paragraph: training reward, pass@1 vs pass@k_max, crossover, support, entropy."""
+    out = []
+    xs, reward = run.series("reward/mean")
+    px, rate = run.series("reward/pass_rate")
+    out.append(narrative.training_sentence(xs, reward, rate if px == xs else None))
+    base, trained, label = run.base_eval, run.trained_eval, run.trained_label
+    if base is not None and trained is not None and label != "base":
+        ks, b, t = _shared_curves(base, trained)
+        if ks:
+            out.append(narrative.passk_sentence(b[0], t[0], ks[-1], b[-1], t[-1], label=label))
+            out.append(narrative.crossover_sentence(ks, b, t, label=label))
+        out.append(narrative.entropy_sentence(base.get("summary", {}), trained.get("summary", {}), label=label))
+    if support is not None:
+        comp = (support.get("comparisons") or {}).get(label)
+        if comp:
+            out.append(narrative.support_sentence(comp, label=label))
+    return [s for s in out if s]
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -123,8 +230,15 @@ def write_run_report(run_dir: str | Path) -> Path:
     """
     run = load_run(run_dir)
     out_dir = run.path / "report"
+    support, why = support_result(run)
     page = Page(f"entrolab run: {run.name}")
     page.para(f"Run directory: {run.path}")
+    page.h2("What happened")
+    sentences = summary_sentences(run, support)
+    for sentence in sentences:
+        page.para(sentence)
+    if not sentences:
+        page.para("No training metrics or evaluations to summarise.", muted=True)
     page.h2("Key numbers")
     header, rows = key_numbers(run)
     page.table(rows, header=header)
@@ -132,6 +246,8 @@ def write_run_report(run_dir: str | Path) -> Path:
         header, rows = eval_table(run)
         page.h3("Evaluations").table(rows, header=header)
     passk_section(page, run, out_dir)
+    if run.base_eval is not None and run.trained_eval is not None:
+        support_part(page, support, why, out_dir)
     page.h2("Training")
     plots = training_plots(run, out_dir)
     if not plots:
@@ -144,7 +260,7 @@ def write_run_report(run_dir: str | Path) -> Path:
             page.para(note, muted=True)
     page.h2("Resolved recipe")
     if run.recipe_text is not None:
-        page.pre(run.recipe_text)
+        page.details("recipe.yaml (click to expand)", run.recipe_text)
     else:
         page.para("recipe.yaml not found.", muted=True)
     return page.write(out_dir / "index.html")
