@@ -240,7 +240,7 @@ class Trainer:
         side.extras["sampling_logp_BT"] = side.old_logp_BT  # what the sampler drew from (logits / τ_side)
         side.extras["side_pass_B"] = torch.ones(side.batch_size, dtype=torch.bool)
         # Score at the main temperature, so old_logp and the update's ratio refer to the policy being
-        # trained (AEPO code: the side samples are re-scored at T = 1; spec entropy-control §3.2 step 8).
+        # trained (AEPO code: the side samples are re-scored at T = 1).
         side.temperature = batch.temperature
         self.score(side)
         self.verify(side)

@@ -1,8 +1,7 @@
 """Best-of-N versus KL-constrained RL (the exponentially tilted policy), per prompt.
 
 Papers: "Asymptotics of Language Model Alignment" (Yang et al., arXiv 2404.01730) and "Theoretical
-Guarantees on the Best-of-n Alignment Policy" (Beirami et al., arXiv 2401.01879);
-specs/preference-and-reward-models.md §11.
+Guarantees on the Best-of-n Alignment Policy" (Beirami et al., arXiv 2401.01879).
 
 * Without reward ties, KL(π_BoN ‖ p) = log N − (N−1)/N exactly; with ties (discrete answers,
   binary verifier rewards) that value is only an upper bound. :func:`bon_distribution` gives the
@@ -85,8 +84,8 @@ def bon_expected_reward(rewards: Sequence[float], n: int) -> float:
     """Unbiased estimate of E[max of n draws] from N ≥ n samples (order statistics).
 
     With the samples sorted ascending s_(1) ≤ … ≤ s_(N), every n-subset's maximum is s_(i) for
-    C(i−1, n−1) subsets, so the mean over all C(N, n) subsets is Σ_{i=n}^{N} C(i−1,n−1)/C(N,n)·s_(i)
-    (specs §8). Computed with log-binomials to avoid overflow.
+    C(i−1, n−1) subsets, so the mean over all C(N, n) subsets is Σ_{i=n}^{N} C(i−1,n−1)/C(N,n)·s_(i).
+    Computed with log-binomials to avoid overflow.
     """
     N = len(rewards)
     if not 1 <= n <= N:

@@ -1,6 +1,6 @@
 """Policy-cliff diagnostics: sensitivity of the trained policy to a small reward perturbation.
 
-Paper: "The Policy Cliff" (Xu, arXiv 2507.20150); specs/preference-and-reward-models.md §17.1. The
+Paper: "The Policy Cliff" (Xu, arXiv 2507.20150). The
 map reward → optimal policy is discontinuous where the optimal set is not unique (many equally
 rewarded answers), so a reward perturbation of size δ can move the policy by O(1) instead of O(δ).
 Measured here [DERIVED]: train twice from one seed, once with rewards perturbed by δ, and compare

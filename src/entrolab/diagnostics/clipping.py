@@ -1,4 +1,4 @@
-"""PPO clip activity and the clipping bias (specs/entropy-control.md §9).
+"""PPO clip activity and the clipping bias.
 
 Paper: "Exploration v.s. Exploitation: Rethinking RLVR through Clipping, Entropy, and Spurious
 Reward" (Chen et al., arXiv 2512.16912). No official code exists and the paper's exact definitions

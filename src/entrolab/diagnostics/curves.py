@@ -1,6 +1,6 @@
 """pass@k curves with bootstrap bands for several models, and the crossover budget k.
 
-Estimator: the unbiased pass@k of Chen et al. 2021 (``diagnostics.passk``; specs §13). The
+Estimator: the unbiased pass@k of Chen et al. 2021 (``diagnostics.passk``). The
 crossover k is where the base model's curve meets the RL model's from below: the evidence RLVR
 papers (Yue et al. 2025; "The Invisible Leash", arXiv 2507.14843) use for "RL sharpens but does
 not expand".

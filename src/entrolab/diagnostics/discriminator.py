@@ -1,7 +1,7 @@
 """The entropy discriminator S = p·(H + log p) and its per-step statistics.
 
 Paper: "On the Entropy Dynamics in Reinforcement Fine-Tuning of Large Language Models" (Wang et
-al., arXiv 2602.03392); specs/entropy-control.md §7.1. Raising the logit of token k by ε changes
+al., arXiv 2602.03392). Raising the logit of token k by ε changes
 the entropy by −ε·S_k + O(ε²): rewarding a token with S_k > 0 (confident: log p_k > −H) lowers the
 entropy, rewarding a token with S_k < 0 (rare) raises it.
 """
@@ -30,7 +30,7 @@ def entropy_discriminator(logp_BT: torch.Tensor, entropy_BT: torch.Tensor) -> to
 
 def expected_discriminator(logits_V: torch.Tensor) -> torch.Tensor:
     """E_{j∼π}[S_j] = Σ_j p_j²(H + log p_j) over the vocabulary (the baseline in Entropy Dynamics'
-    GRPO step ΔH ≈ −ηA·(S_k − E_π[S]); Clip_V's "nec" under our reading, specs §7.3).
+    GRPO step ΔH ≈ −ηA·(S_k − E_π[S]); Clip_V's "nec" under our reading).
 
     Args:
         logits_V: [..., V] logits.
@@ -53,7 +53,7 @@ def discriminator_stats(
 
     Returns ``mean``, ``std`` (population, as Clip_B uses), ``frac_pos`` (fraction with S > 0),
     and, when advantages are given, ``mean_adv_pos`` / ``mean_adv_neg`` (mean S over tokens with
-    A > 0 / A < 0) and ``clip_b_frac``: the fraction of valid tokens that Clip_B (specs §7.2) would
+    A > 0 / A < 0) and ``clip_b_frac``: the fraction of valid tokens that Clip_B would
     drop, i.e. A < 0 and S − mean(S) < −μ·std(S). Scope: the tokens passed in.
 
     Args:
@@ -75,7 +75,7 @@ def discriminator_stats(
         pos, neg = A > 0, A < 0
         out["mean_adv_pos"] = float(S[pos].mean()) if pos.any() else math.nan
         out["mean_adv_neg"] = float(S[neg].mean()) if neg.any() else math.nan
-        # Clip_B keeps everything when the spread is degenerate (specs §7.2 step 4).
+        # Clip_B keeps everything when the spread is degenerate.
         dropped = neg & (S - mean < -clip_b_mu * std) if std >= 1e-12 else torch.zeros_like(neg)
         out["clip_b_frac"] = float(dropped.double().mean())
     return out

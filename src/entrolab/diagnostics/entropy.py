@@ -1,10 +1,10 @@
 """Entropy diagnostics: token-level, answer-level, per phase, and distributions over steps.
 
-Definitions follow "The Invisible Leash" (arXiv 2507.14843; specs/advantages-and-rewards.md §12):
+Definitions follow "The Invisible Leash" (arXiv 2507.14843):
 token-level entropy is the mean over valid generated tokens of the full-vocabulary next-token
 entropy; answer-level entropy is the entropy of the empirical distribution of extracted final
 answers over a prompt's samples, averaged over prompts. The phase split (scratchpad vs answer) is
-the one PEAR uses (specs §7): tokens before the task's answer marker vs from it on.
+the one PEAR uses: tokens before the task's answer marker vs from it on.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def answer_entropy(counts: Mapping[str, int], *, unparsed: str = "category") -> 
 def phase_entropy(entropy_T: Sequence[float], split: int) -> tuple[float, float]:
     """Mean token entropy of the scratchpad (tokens ``[0, split)``) and the answer (``[split, T)``).
 
-    PEAR's phase split (specs/advantages-and-rewards.md §7). Returns NaN for an empty phase.
+    PEAR's phase split. Returns NaN for an empty phase.
 
     Args:
         entropy_T: per-token entropies of one completion.

@@ -2,7 +2,7 @@
 the entropy–performance law.
 
 Paper: "The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models" (Cui et
-al., arXiv 2505.22617); specs/entropy-control.md §1.1 and §1.6.
+al., arXiv 2505.22617).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Preference consistency across several reward functions ranking the same responses.
 
 Paper: "Impossibility and Uncertainty Theorems in AI Value Alignment" (Eckersley, arXiv
-1901.00064); specs/preference-and-reward-models.md §17.2 [DERIVED diagnostic]. Treat K reward
+1901.00064), a derived diagnostic. Treat K reward
 functions (an ensemble, several judges, several shaped rewards) as a distribution over orderings
 of one prompt's R responses:
 

@@ -1,7 +1,7 @@
 """Hidden-state effective rank (ER) and its dynamics (ERV, ERA) for one response, and over a run.
 
 Paper: "Beyond the Exploration-Exploitation Trade-off: A Hidden State Approach for LLM Reasoning in
-RLVR" (arXiv 2509.23808); specs/advantages-and-rewards.md §9. ER is the exponential of the Shannon
+RLVR" (arXiv 2509.23808). ER is the exponential of the Shannon
 entropy of the normalised singular values of the row-centred hidden-state matrix; ERV and ERA are
 its first and second differences along growing prefixes of the response.
 
@@ -10,8 +10,7 @@ prefixes: ER of a one-token response is 1 here (upstream 0; its centred matrix i
 matrix of equal rows, which upstream rates 1); a response with fewer than two prefix checkpoints
 gets no ERV/ERA (None), and ERA with a single velocity increment is NaN, where upstream writes 0
 for both (a 0 would pull a run's mean towards 0 for short responses). We compute it as a
-diagnostic only (the upstream advantage bonus is disabled by its own default flags, specs §9
-pitfall 1); ``advantages/effective_rank.py`` is our bonus, and it imports ``effective_rank`` and
+diagnostic only (the upstream advantage bonus is disabled by its own default flags); ``advantages/effective_rank.py`` is our bonus, and it imports ``effective_rank`` and
 ``effective_rank_dynamics`` from here: one definition, one function, for the bonus and the diagnostic.
 """
 
@@ -44,7 +43,7 @@ def effective_rank(hidden_TD: torch.Tensor) -> float:
 
 
 def effective_rank_dynamics(hidden_TD: torch.Tensor, *, stride: int = 40, max_len: int = 512) -> dict[str, float] | None:
-    """ER, ERV and ERA of one response (specs §9, prefixes as in the released code).
+    """ER, ERV and ERA of one response (prefixes as in the released code).
 
     On the last ``max_len`` rows h (the whole response when shorter), prefixes h[:t+1] at
     t = s, 2s, 3s, … < len(h) give ER_1, ER_2, …. The velocity increment is

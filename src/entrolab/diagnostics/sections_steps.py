@@ -40,7 +40,7 @@ def advantages(model: ModelData, samples: Sequence[Sample]) -> tuple[list[list[f
     """Per-token advantages of ``samples`` (each with a token list), and whether any was derived.
 
     A sample without ``advantage`` gets its group-centred reward r − mean(r over the same prompt's
-    samples at this step), the Dr.GRPO advantage (specs/advantages-and-rewards.md §1.2).
+    samples at this step), the Dr.GRPO advantage.
     """
     out, derived = [], False
     for s in samples:

@@ -1,7 +1,7 @@
 """STARC distance between two reward functions over a finite prompt × response set.
 
 Paper: "STARC: A General Framework For Quantifying Differences Between Reward Functions" (Skalse et
-al., arXiv 2309.15257); specs/preference-and-reward-models.md §10, bandit (single-step) form. For a
+al., arXiv 2309.15257), bandit (single-step) form. For a
 language-model reward r(x, y) with a terminal next state, potential shaping reduces to adding an
 arbitrary per-prompt constant, so:
 

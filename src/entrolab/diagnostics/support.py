@@ -1,6 +1,6 @@
 """Support change between a base and a trained model ("The Invisible Leash", arXiv 2507.14843).
 
-specs/advantages-and-rewards.md §12. Per prompt, a model's empirical support is the set of correct
+Per prompt, a model's empirical support is the set of correct
 canonical answers it produced in its k samples: an answer of probability ≥ ε is then missed with
 probability at most ζ, where ε = 1 − ζ^{1/k}. Comparing base and trained sets classifies every
 (prompt, correct answer) as preserved, expanded (only the trained model finds it) or shrunk (only

@@ -185,7 +185,7 @@ class KLCov:
     ``policy/ratio_mean``.
 
     On the first mini-batch of a step δ = 0 and the gradient of |δ| is 0: KL-Cov then equals
-    plain policy gradient (spec §1.7); it acts from the second mini-batch or epoch on.
+    plain policy gradient; it acts from the second mini-batch or epoch on.
     """
 
     def __init__(self, *, ratio: float = 2e-3, beta: float = 1.0, selection: Selection = "topk"):

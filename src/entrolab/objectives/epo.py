@@ -1,7 +1,7 @@
 """EPO: entropy bonus plus a (differentiable) smoothing band around the historical entropy.
 
 Xu et al., "EPO: Entropy-regularized Policy Optimization for LLM Agents Reinforcement
-Learning", arXiv 2509.22576 (spec §6). The released loss is pg − β_H·(agg(H) − β_s·agg(P)), so per
+Learning", arXiv 2509.22576. The released loss is pg − β_H·(agg(H) − β_s·agg(P)), so per
 token, with H_t the current entropy (gradient) and H̄ the historical mean entropy,
     L_t = −β_H·H_t + β_H·β_s·w(e)·λ·[relu(κ_lo·H̄ − H_t) + relu(H_t − κ_hi·H̄)]
 (the band term carries the entropy coefficient β_H too), where w(e) is the phase weight at step e

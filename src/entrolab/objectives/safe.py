@@ -1,7 +1,7 @@
 """SAFE: an entropy-gated KL penalty whose threshold a PID controller sets from reward velocity.
 
 Maity, "SAFE: Stable Alignment Finetuning with Entropy-Aware Predictive Control for RLHF",
-arXiv 2602.04651 (spec §10.3). Per optimizer step:
+arXiv 2602.04651. Per optimizer step:
 
 * reward EMA m ← 0.95·m + 0.05·r̄; velocity v = Δm; error e = v − v*; PID output
   u = K_p·e + K_i·clip(Σe, ±1) + K_d·(e − e_prev) with (K_p, K_i, K_d) = (0.3, 0.01, 0.05);

@@ -1,6 +1,6 @@
 """SIREN: selective, self-anchored entropy regularization.
 
-"Rethinking Entropy Regularization in Large Reasoning Models", arXiv 2509.25133 (spec §4).
+"Rethinking Entropy Regularization in Large Reasoning Models", arXiv 2509.25133.
 
 1. Top-p entropy per position (their Eq. for H^p): sort π = softmax(z) descending, keep the
    nucleus of ranks whose cumulative probability is *below* p (the token that crosses p is

@@ -2,7 +2,7 @@
 
 Hao, Wang et al., "Rethinking Entropy Interventions in RLVR: An Entropy Change Perspective",
 arXiv 2510.10150. The first-order entropy change caused by a policy-gradient step on the
-sampled token (their token-level analysis; the spec §2.1 reads it off the released code) is
+sampled token (their token-level analysis, read off the released code) is
 scored as
     Ω_t = (A_t / π_old(o_t)) · p_t (1 − p_t) · (log p_t + H_t),
 with p_t the current probability of the sampled token and H_t the entropy at that position.

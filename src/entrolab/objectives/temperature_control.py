@@ -7,11 +7,11 @@ as ``actor/entropy_loss``), and both start from GRPO advantages. The math is in 
 * ``aepo`` asks for one extra sampling pass (``side_rollouts``) on the first ``prompt_frac`` of the
   step's prompts at the switched temperature and merges the selected side samples into the update
   batch with advantage +1 (``merge_side``). The trainer scores side samples at the main temperature,
-  so the side term's gradient is ∇log π_θ at T = 1 on samples from π^T (spec §3.2 step 8).
+  so the side term's gradient is ∇log π_θ at T = 1 on samples from π^T.
 * ``dcpo`` asks for the sampled tokens' log-probs at the switched temperature
   (``scoring_temperatures``) and mixes the temperature ratio into the advantage.
 
-Spec: ``shared/specs/entropy-control.md`` §3 and §5; pages ``docs/methods/aepo.md``, ``dcpo.md``.
+Method pages: ``docs/methods/aepo.md``, ``dcpo.md``.
 """
 
 from __future__ import annotations

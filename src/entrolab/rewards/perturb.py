@@ -1,7 +1,7 @@
 """A fixed, seeded reward perturbation δ·u(prompt id, canonical answer) for the policy-cliff experiment.
 
 "The Policy Cliff: A Theoretical Analysis of Reward-Policy Maps in Large Language Models" (Xu, arXiv
-2507.20150); specs/preference-and-reward-models.md §17.1. The paper's sensitivity is
+2507.20150). The paper's sensitivity is
 S = TV(π_r, π_{r+δ}) / ‖δ‖_∞ for a small perturbation δ of the reward function. To measure it on our
 runs, a second run adds this term to the recipe's reward: r'(x, y) = r(x, y) + δ·u(x, a(y)), where a(y)
 is the canonical answer the verifier extracted and u ∈ [−1, 1) a deterministic hash of
