@@ -106,7 +106,7 @@ def run_sweep(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path
                   f"name={name}-s{seed}", *(overrides or [])]
             recipe = load_recipe(path, ov)
             if not (run_dir / "eval" / "final.json").exists():  # a finished run is reused
-                trainer = Trainer(recipe, progress=progress)
+                trainer = Trainer(recipe, overwrite=True, progress=progress)  # an unfinished run restarts
                 trainer.train()
                 final = run_dir / "checkpoints" / f"step_{trainer.step:06d}"
                 del trainer
