@@ -36,7 +36,7 @@ def read_log(path: Path) -> LogLines:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            obj, reason = None, f"not valid JSON ({err.msg} at column {err.colno})"
+            obj, reason = None, f"not valid JSON: {err.msg} (column {err.colno})"
         else:
             reason = None if isinstance(obj, dict) else f"a {type(obj).__name__}, not a JSON object"
         if reason is None:
