@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
-_STALE = re.compile(r"^\.(tmp|old)-(step_\d{6,})-\d+$")
+_STALE = re.compile(r"^\.(tmp|old|del)-(.+)-\d+$")
 MANIFEST = "manifest.json"
 #: Below this many free bytes after a failed write, the failure is reported as a full disk (torch.save
 #: raises a bare ``RuntimeError: [enforce fail at inline_container.cc]`` without an errno).
@@ -116,8 +116,16 @@ def newest_valid(root: Path, *, max_step: int | None = None,
     return None, skipped
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a folder so that it vanishes at once: rename to ``.del-*``, then delete (a kill in between
+    leaves a ``.del-*`` folder for ``clean_stale``, never a half-deleted checkpoint that looks real)."""
+    gone = path.parent / f".del-{path.name}-{os.getpid()}"
+    os.replace(path, gone)
+    shutil.rmtree(gone)
+
+
 def clean_stale(root: Path) -> list[str]:
-    """Remove ``.tmp-*``/``.old-*`` folders left by killed writers; returns what was done.
+    """Remove ``.tmp-*``/``.old-*``/``.del-*`` folders (and files) left by killed processes; returns what was done.
 
     A ``.old-step_N-*`` folder is the previous ``step_N`` moved aside while a re-save of the same step
     was renamed into place: if ``step_N`` is missing (killed between the two renames) it is moved back.
@@ -128,14 +136,17 @@ def clean_stale(root: Path) -> list[str]:
         return done
     for p in sorted(root.iterdir()):
         m = _STALE.match(p.name)
-        if not m or not p.is_dir():
+        if not m:
             continue
         final = root / m.group(2)
-        if m.group(1) == "old" and not final.exists():
+        if m.group(1) == "old" and _STEP_DIR.match(m.group(2)) and not final.exists():
             os.replace(p, final)
             done.append(f"restored {final} from {p.name}")
-        else:
+        elif p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p}")
+        else:  # a temporary file of an atomic rewrite (recipe.yaml, a log)
+            p.unlink(missing_ok=True)
             done.append(f"removed {p}")
     return done
 
@@ -200,13 +211,10 @@ def _free_bytes(path: Path) -> int | None:
         return None
 
 
-def _is_disk_full(err: BaseException, root: Path) -> bool:
+def _is_disk_full(err: BaseException, free: int | None) -> bool:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if "No space left" in str(err):
-        return True
-    free = _free_bytes(root)
-    return free is not None and free < _LOW_SPACE_BYTES
+    return "No space left" in str(err) or (free is not None and free < _LOW_SPACE_BYTES)
 
 
 def save_checkpoint(
@@ -253,12 +261,14 @@ def save_checkpoint(
             _fsync(p)
         _fsync(tmp)
     except (OSError, RuntimeError) as err:
+        free = _free_bytes(root)  # before the cleanup frees the partial folder's space
+        full = _is_disk_full(err, free)
         shutil.rmtree(tmp, ignore_errors=True)
         previous = list_checkpoints(root)  # untouched: nothing outside ``tmp`` was written yet
         prev = (f"the previous checkpoint {previous[-1][1]} is intact" if previous
                 else "no earlier checkpoint exists")
-        if _is_disk_full(err, root):
-            what = f"ran out of space writing {current} ({_free_bytes(root)} bytes free on that filesystem)"
+        if full:
+            what = f"ran out of space writing {current} ({free} bytes were left on that filesystem)"
         else:
             what = f"failed writing {current}"
         raise CheckpointWriteError(f"checkpoint {final.name} not written: {what}: {err}. Removed the partial "
@@ -287,7 +297,7 @@ def prune(root: Path, *, upto: int, keep: int, run_id: str | None) -> None:
         if owner is None or run_id is None or owner == run_id:
             ours.append(p)
     for path in ours[:-keep]:
-        shutil.rmtree(path)
+        remove_tree(path)
 
 
 def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

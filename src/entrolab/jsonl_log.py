@@ -55,7 +55,7 @@ def rewrite_log(path: Path, keep: Callable[[dict[str, Any]], bool]) -> list[str]
     if not path.exists():
         return []
     log = read_log(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # see checkpoint.clean_stale
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(text + "\n" for _, text, obj in log.lines if keep(obj))
         f.flush()

@@ -10,7 +10,7 @@ refused unless allowed explicitly, and every change is appended to ``recipe_chan
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,13 +22,13 @@ from entrolab import checkpoint as ckpt
 
 #: What a run writes into its directory; ``--overwrite`` removes exactly these (never the folder itself,
 #: which may be a user's directory holding other files).
-RUN_FILES = ("recipe.yaml", "metrics.jsonl", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json")
+RUN_FILES = ("metrics.jsonl", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json", "recipe.yaml")
 RUN_DIRS = ("checkpoints", "eval", "report", "initial_model")
 
-#: Keys a resume may change without ``--allow-recipe-change`` (recorded with a note). They change how
-#: long the run goes and what it writes, not what a step computes; ``train.steps`` also stretches a
-#: decaying LR schedule to the new length from the resume point on.
-RESUMABLE_KEYS = ("train.steps", "train.eval_every", "train.save_every", "train.keep_checkpoints",
+#: Keys a resume may change without ``--allow-recipe-change`` (recorded with a note). They change where
+#: the run lives (a moved folder), how long it goes and what it writes, not what a step computes;
+#: ``train.steps`` also stretches a decaying LR schedule to the new length from the resume point on.
+RESUMABLE_KEYS = ("run_dir", "train.steps", "train.eval_every", "train.save_every", "train.keep_checkpoints",
                   "train.dump_rollouts_every", "eval.")
 
 
@@ -73,12 +73,23 @@ def check_fresh(run_dir: Path, *, overwrite: bool) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove what a run wrote to ``run_dir`` (``RUN_FILES``, ``RUN_DIRS``), nothing else."""
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+    """Remove what a run wrote to ``run_dir`` (``RUN_FILES``, ``RUN_DIRS``), nothing else.
+
+    Folders vanish at once (``checkpoint.remove_tree``) and ``recipe.yaml`` goes last, so a kill in the
+    middle leaves a directory that still counts as used, never a half-deleted checkpoint to resume from.
+    """
     for name in RUN_DIRS:
         if (run_dir / name).is_dir():
-            shutil.rmtree(run_dir / name)
+            ckpt.remove_tree(run_dir / name)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a kill leaves the old or the new content, never a prefix."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")  # see checkpoint.clean_stale
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- recipe changes

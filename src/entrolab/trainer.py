@@ -28,7 +28,7 @@ from entrolab.models.forward import completion_stats
 from entrolab.batch_logging import batch_metrics, dump_rollouts
 from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
-from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, warn
+from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, warn, write_atomic
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
 
@@ -51,8 +51,8 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = recipe.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for done in ckpt.clean_stale(self.ckpt_root):  # left by a killed process
-            warn(f"stale checkpoint folder: {done}")
+        for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):  # left by a killed process
+            warn(f"stale folder: {done}")
         self.show_progress = progress
         torch.manual_seed(recipe.seed)
         self.device = resolve_device(recipe.train.device)
@@ -73,7 +73,7 @@ class Trainer:
             check_resume_recipe(self.run_dir, recipe.to_yaml(), step=int(resumed_state[0]["step"]),
                                 allow=allow_recipe_change)
         # Written before anything else of the run: from here on the directory is marked as this run's.
-        (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         init_path = self._initial_model_path()
         self.model, self.tokenizer = load_policy(
             str(latest or init_path), tokenizer_path=None if latest else recipe.model.tokenizer,
