@@ -51,8 +51,6 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = recipe.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):  # left by a killed process
-            warn(f"stale folder: {done}")
         self.show_progress = progress
         torch.manual_seed(recipe.seed)
         self.device = resolve_device(recipe.train.device)
@@ -66,6 +64,9 @@ class Trainer:
             raise ValueError("the task's train split is empty")
         if not resume:  # after the recipe built: a broken recipe must not clear the old run
             check_fresh(self.run_dir, overwrite=overwrite)
+        # Only now, with the directory ours (one trainer per run directory): leftovers of a killed process.
+        for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):
+            warn(f"stale temporary: {done}")
             (self.run_dir / "metrics.jsonl").write_text("")
             (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
         latest, resumed_state = self._resume_point() if resume else (None, None)
