@@ -96,6 +96,21 @@ def test_item4_stale_folders_removed_or_restored(tmp_path, tiny_lm):
     assert len(done) == 4 and any("restored" in d for d in done)
 
 
+def test_item4_resume_after_kill_mid_write(tmp_path, capsys):
+    """A run killed while writing step 3 (a .tmp folder) and while deleting (a .del folder): --resume
+    removes both with a warning, keeps the logs of steps 1-2 and redoes step 3."""
+    rec = recipe(tmp_path, "kill", **{"train.steps": 2, "train.save_every": 1})
+    run_dir = Trainer(rec, progress=False).train()
+    (run_dir / "checkpoints" / ".tmp-step_000003-4242").mkdir()
+    (run_dir / "checkpoints" / ".tmp-step_000003-4242" / "model.safetensors").write_bytes(b"half")
+    (run_dir / ".del-eval-4242").mkdir()
+    capsys.readouterr()
+    Trainer(recipe(tmp_path, "kill", **{"train.steps": 3, "train.save_every": 1}), resume=True, progress=False).train()
+    assert "stale temporary: removed" in capsys.readouterr().err
+    assert not [p for p in run_dir.rglob(".*")]
+    assert [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_item1_pruning_keeps_other_runs_and_newer_checkpoints(tmp_path, tiny_lm):
     """Old pruning kept the newest `keep` by number, so a new run's steps 1-3 were deleted in favour of
     an older run's steps 5-6. Now only this run's checkpoints at or below the saved step are pruned."""

@@ -64,11 +64,11 @@ class Trainer:
             raise ValueError("the task's train split is empty")
         if not resume:  # after the recipe built: a broken recipe must not clear the old run
             check_fresh(self.run_dir, overwrite=overwrite)
+            (self.run_dir / "metrics.jsonl").write_text("")
+            (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
         # Only now, with the directory ours (one trainer per run directory): leftovers of a killed process.
         for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):
             warn(f"stale temporary: {done}")
-            (self.run_dir / "metrics.jsonl").write_text("")
-            (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
         latest, resumed_state = self._resume_point() if resume else (None, None)
         if latest is not None:
             check_resume_recipe(self.run_dir, recipe.to_yaml(), step=int(resumed_state[0]["step"]),
