@@ -141,6 +141,22 @@ def test_item2_infinite_lr_never_reaches_a_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in w1.values())
 
 
+def test_item2_nan_grad_clip_caught_after_the_step(tmp_path):
+    """grad_clip = NaN scales every gradient by NaN while the reported norm stays finite; the step makes
+    the weights NaN, which the post-step check reports (the schema rejects NaN in recipes; this is the
+    policy update's own guard)."""
+    from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
+
+    trainer = Trainer(recipe(tmp_path, "nanclip"), progress=False)
+    batch = trainer.rollout()
+    trainer.score(batch)
+    trainer.verify(batch)
+    trainer.rewards_and_advantages(batch)
+    with pytest.raises(NonFiniteError, match="non-finite weights after the optimizer step at step 0"):
+        update_policy(trainer.model, trainer.optimizer, trainer.comps, batch, UpdateSettings(grad_clip=math.nan),
+                      generator=trainer.generator, requires=trainer.requires)
+
+
 def test_item2_nonfinite_optimizer_state_is_not_saved(tmp_path):
     """Finite weights but an inf Adam second moment (a huge gradient overflows g², the update is 0):
     writing that state would freeze every later step of a resumed run."""

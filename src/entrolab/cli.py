@@ -48,6 +48,8 @@ def _cmd_train(args) -> int:
     from entrolab.config import load_recipe
     from entrolab.trainer import Trainer
 
+    if args.allow_recipe_change and not args.resume:
+        raise ValueError("--allow-recipe-change only applies with --resume")
     recipe = load_recipe(args.recipe, args.overrides)
     trainer = Trainer(recipe, resume=args.resume, overwrite=args.overwrite,
                       allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
