@@ -147,9 +147,9 @@ class Trainer:
         for reason in skipped:
             warn(f"--resume: skipping invalid checkpoint: {reason}")
         if path is None:
-            found = "; ".join(skipped) or "none written yet"
-            raise FileNotFoundError(f"--resume: no valid checkpoint under {self.ckpt_root} ({found}); start again "
-                                    f"with --overwrite")
+            found = f"is valid ({'; '.join(skipped)})" if skipped else "yet"
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root} {found}; start again with "
+                                    f"--overwrite")
         if skipped:
             warn(f"--resume: continuing from {path}")
         return path, states[path]
