@@ -70,6 +70,8 @@ def test_item4_resume_and_eval_use_newest_valid_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"skipping invalid checkpoint: {bad}" in err
     assert json.loads(out.read_text())["model"].endswith("step_000002")
+    with pytest.raises(ValueError, match="damaged checkpoint: .*model.safetensors: sha256"):  # given directly
+        evaluate_path(bad.parent, recipe=None, overrides=[], label="x", out=tmp_path / "x.json")
     trainer = Trainer(rec, resume=True, progress=False)
     assert trainer.step == 2 and f"{bad}: sha256" in capsys.readouterr().err
     trainer.train()
