@@ -161,8 +161,9 @@ def soak(out: Path, ref: Path, *, kills: int, ref_seconds: float, rng: random.Ra
         res = run(command(run_dir, "--resume" if has_checkpoint(run_dir) else "--overwrite"))
         proc_rc, err = res.returncode, res.stderr
         ok, what = complete_and_equal(run_dir, ref)
+        tail = f" | {err.strip()[-300:]}" if proc_rc else ""
         sc.record(proc_rc == 0 and ok, f"run {trial}: {len(killed_here)} kills ({'; '.join(killed_here) or 'none'}), "
-                                       f"resumed: rc {proc_rc}, {what}{(' | ' + err.strip()[-300:]) if proc_rc else ''}")
+                                       f"resumed: rc {proc_rc}, {what}{tail}")
         trial += 1
     sc.name = f"kill/resume soak ({done} SIGKILLs, {n_in_write} inside a checkpoint write)"
     return sc
