@@ -8,7 +8,7 @@ import yaml
 
 from entrolab.cli import main
 from entrolab.jsonl_log import LogFormatError, read_log
-from entrolab.rundir import RunDirError, recipe_diff
+from entrolab.rundir import RunDirError, recipe_diff, run_step
 from entrolab.trainer import Trainer
 from test_trainer import recipe, weights
 
@@ -32,6 +32,18 @@ def test_item1_refuses_used_run_dir(tmp_path, capsys):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
     with pytest.raises(SystemExit):  # the two ways to reuse a directory exclude each other
         main(["train", str(path), "--resume", "--overwrite"])
+
+
+def test_item1_what_marks_a_used_run_dir(tmp_path):
+    """Checkpoints or metrics.jsonl (written empty at the start) mark a run; a user's own recipe.yaml does not."""
+    (tmp_path / "recipe.yaml").write_text("name: mine\n")
+    assert run_step(tmp_path) is None
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert run_step(tmp_path) == 0  # killed before its first step
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "rew')
+    assert run_step(tmp_path) == 2
+    (tmp_path / "checkpoints" / "step_000001").mkdir(parents=True)
+    assert run_step(tmp_path) == 1  # the newest checkpoint is where a resume would start
 
 
 def test_item1_overwrite_replaces_the_whole_run(tmp_path):

@@ -22,7 +22,7 @@ from entrolab import checkpoint as ckpt
 
 #: What a run writes into its directory; ``--overwrite`` removes exactly these (never the folder itself,
 #: which may be a user's directory holding other files).
-RUN_FILES = ("metrics.jsonl", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json", "recipe.yaml")
+RUN_FILES = ("recipe.yaml", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json", "metrics.jsonl")
 RUN_DIRS = ("checkpoints", "eval", "report", "initial_model")
 
 #: Keys a resume may change without ``--allow-recipe-change`` (recorded with a note). They change where
@@ -42,16 +42,19 @@ def warn(message: str) -> None:
 
 
 def run_step(run_dir: Path) -> int | None:
-    """None if ``run_dir`` holds no run; else the step it reached (newest checkpoint, else last metrics line)."""
+    """None if ``run_dir`` holds no run; else the step it reached (newest checkpoint, else last metrics line).
+
+    A run is marked by what only a run writes: ``checkpoints/step_*`` or ``metrics.jsonl`` (created
+    empty when a run starts), not by a ``recipe.yaml`` a user may keep in their own folder.
+    """
     ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
     metrics = run_dir / "metrics.jsonl"
-    has_metrics = metrics.exists() and metrics.stat().st_size > 0
-    if not (ckpts or has_metrics or (run_dir / "recipe.yaml").exists()):
+    if not (ckpts or metrics.exists()):
         return None
     if ckpts:
         return ckpts[-1][0]
     step = 0
-    if has_metrics:
+    if metrics.exists():
         for line in metrics.read_text(errors="replace").splitlines():
             try:
                 step = max(step, int(json.loads(line).get("step", 0)))
@@ -75,7 +78,7 @@ def check_fresh(run_dir: Path, *, overwrite: bool) -> None:
 def clear_run(run_dir: Path) -> None:
     """Remove what a run wrote to ``run_dir`` (``RUN_FILES``, ``RUN_DIRS``), nothing else.
 
-    Folders vanish at once (``checkpoint.remove_tree``) and ``recipe.yaml`` goes last, so a kill in the
+    Folders vanish at once (``checkpoint.remove_tree``) and ``metrics.jsonl`` goes last, so a kill in the
     middle leaves a directory that still counts as used, never a half-deleted checkpoint to resume from.
     """
     for name in RUN_DIRS:

@@ -64,8 +64,8 @@ class Trainer:
             raise ValueError("the task's train split is empty")
         if not resume:  # after the recipe built: a broken recipe must not clear the old run
             check_fresh(self.run_dir, overwrite=overwrite)
-            (self.run_dir / "metrics.jsonl").write_text("")
             (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
+            (self.run_dir / "metrics.jsonl").write_text("")  # from here on the directory holds this run
         # Only now, with the directory ours (one trainer per run directory): leftovers of a killed process.
         for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):
             warn(f"stale temporary: {done}")
@@ -73,7 +73,6 @@ class Trainer:
         if latest is not None:
             check_resume_recipe(self.run_dir, recipe.to_yaml(), step=int(resumed_state[0]["step"]),
                                 allow=allow_recipe_change)
-        # Written before anything else of the run: from here on the directory is marked as this run's.
         write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         init_path = self._initial_model_path()
         self.model, self.tokenizer = load_policy(
