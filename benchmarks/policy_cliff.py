@@ -128,7 +128,7 @@ def main() -> None:
     for d, rec in recipes.items():
         print(f"[policy_cliff] train {rec.name}: {args.steps} GRPO steps", flush=True)
         t0 = time.perf_counter()
-        trainer = Trainer(rec, progress=False)
+        trainer = Trainer(rec, overwrite=True, progress=False)
         run_dir = trainer.train()
         finals[d] = run_dir / "checkpoints" / f"step_{trainer.step:06d}"
         del trainer

@@ -48,8 +48,11 @@ def _cmd_train(args) -> int:
     from entrolab.config import load_recipe
     from entrolab.trainer import Trainer
 
+    if args.allow_recipe_change and not args.resume:
+        raise ValueError("--allow-recipe-change only applies with --resume")
     recipe = load_recipe(args.recipe, args.overrides)
-    trainer = Trainer(recipe, resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(recipe, resume=args.resume, overwrite=args.overwrite,
+                      allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     run_dir = trainer.train()
     if args.eval:
         trainer.evaluate("final")
@@ -129,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a recipe")
     s.add_argument("recipe")
     s.add_argument("overrides", nargs="*", help="key.sub=value")
-    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    fresh = s.add_mutually_exclusive_group()
+    fresh.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    fresh.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in run_dir (its checkpoints, logs, evals, report)")
+    s.add_argument("--allow-recipe-change", action="store_true",
+                   help="with --resume: accept recipe changes beyond steps/cadences/eval (recorded in the run)")
     s.add_argument("--eval", action="store_true", help="run the final evaluation after training")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_train)

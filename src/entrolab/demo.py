@@ -68,7 +68,7 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), overrides: list[str] | None =
 
     recipe = load_recipe(dict(recipe.model_dump(mode="json"), model={"path": str(base)}), [])
     t0 = time.perf_counter()
-    trainer = Trainer(recipe, progress=progress)
+    trainer = Trainer(recipe, overwrite=True, progress=progress)  # a demo rerun replaces the last one
     run_dir = trainer.train()
     timings["grpo_s"] = time.perf_counter() - t0
     final_ckpt = run_dir / "checkpoints" / f"step_{trainer.step:06d}"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from entrolab.checkpoint import latest_checkpoint
+from entrolab.checkpoint import MANIFEST, newest_valid, verify_checkpoint
 from entrolab.components import build_one, import_builtins
 from entrolab.config import Recipe, load_recipe
 from entrolab.registry import TASKS
+from entrolab.rundir import warn
 
 
 def evaluate_model(model_path: Path, recipe: Recipe, *, label: str, out: Path, progress: bool = True) -> Path:
@@ -32,18 +33,31 @@ def evaluate_model(model_path: Path, recipe: Recipe, *, label: str, out: Path, p
     return write_eval(result, out)
 
 
+def newest_valid_model(root: Path) -> Path:
+    """The newest checkpoint under ``root`` that matches its manifest; warns about each newer one skipped."""
+    model_path, skipped = newest_valid(root)
+    for reason in skipped:
+        warn(f"eval: skipping invalid checkpoint: {reason}")
+    if model_path is None:
+        raise FileNotFoundError(f"{root.parent} is a run directory without a valid checkpoint"
+                                + (f" ({'; '.join(skipped)})" if skipped else ""))
+    if skipped:
+        warn(f"eval: using {model_path}")
+    return model_path
+
+
 def evaluate_path(path: Path, *, recipe: str | None, overrides: list[str], label: str, out: Path | None) -> Path:
     """``path`` is a run directory (its recipe and latest checkpoint) or an HF model folder."""
     run_recipe = path / "recipe.yaml"
     if run_recipe.exists():
         rec = load_recipe(recipe or run_recipe, overrides)
-        model_path = latest_checkpoint(path / "checkpoints")
-        if model_path is None:
-            raise FileNotFoundError(f"{path} is a run directory without checkpoints")
+        model_path = newest_valid_model(path / "checkpoints")
         out = out or path / "eval" / f"{label}.json"
     else:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} is neither a run directory (recipe.yaml) nor a model folder (config.json)")
+        if (path / MANIFEST).exists() and (reason := verify_checkpoint(path)) is not None:
+            raise ValueError(f"{path} is a damaged checkpoint: {reason}")
         rec = load_recipe(recipe, overrides)
         model_path = path
         out = out or Path("runs") / "eval" / f"{label}.json"

@@ -27,7 +27,13 @@ from entrolab.types import PolicyInputs, RolloutBatch, is_row_extra
 
 
 class NonFiniteError(RuntimeError):
-    """Raised when a loss or gradient norm is NaN/inf; the optimizer step is skipped."""
+    """Raised when a loss or gradient norm is NaN/inf (the optimizer step is skipped), or when the
+    weights are NaN/inf after a step (e.g. an infinite learning rate)."""
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True if no tensor holds NaN/inf: one reduction per tensor, one host sync (cheap next to a step)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 @dataclass
@@ -193,6 +199,9 @@ def update_policy(
                 raise NonFiniteError(f"non-finite gradient norm at step {batch.step}, update pass {epoch}, "
                                      f"mini-batch starting at row {start}")
             optimizer.step()
+            if not all_finite(params):  # finite gradients can still give NaN/inf weights (lr = inf, NaN clip)
+                raise NonFiniteError(f"non-finite weights after the optimizer step at step {batch.step}, "
+                                     f"update pass {epoch}, mini-batch starting at row {start}")
             n_opt_steps += 1
             means.add({"loss/total": loss_total, "optim/grad_norm": float(grad_norm)})
     batch.extras["policy_logp_BT"] = policy_logp_BT * batch.mask_BT.cpu()

@@ -126,7 +126,7 @@ def run_sweep(recipes: list[str], *, seeds: list[int], out_dir: Path, base: Path
     for name, seed, recipe in plan_runs(recipes, seeds=seeds, out_dir=out_dir, base=base, overrides=overrides):
         run_dir = out_dir / f"{name}-s{seed}"
         if not (run_dir / "eval" / "final.json").exists():  # a finished run is reused
-            trainer = Trainer(recipe, progress=progress)
+            trainer = Trainer(recipe, overwrite=True, progress=progress)  # an unfinished run restarts
             trainer.train()
             final = run_dir / "checkpoints" / f"step_{trainer.step:06d}"
             del trainer

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ import torch
 
 from entrolab import checkpoint as ckpt
 from entrolab.components import Components, build_components
+from entrolab.jsonl_log import rewrite_log
 from entrolab.config import Recipe
 from entrolab.models.forward import completion_stats
 from entrolab.batch_logging import batch_metrics, dump_rollouts
 from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
+from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, warn, write_atomic
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
 
@@ -37,9 +40,15 @@ class TrainingStopped(RuntimeError):
 class Trainer:
     """Owns the model, optimizer, components, RNGs and the run directory of one recipe."""
 
-    def __init__(self, recipe: Recipe, *, resume: bool = False, progress: bool = True):
+    def __init__(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
+                 allow_recipe_change: bool = False, progress: bool = True):
+        """``resume`` continues the run in ``recipe``'s run directory from its newest valid checkpoint;
+        otherwise the directory must not hold a run, unless ``overwrite`` (which clears it first).
+        ``allow_recipe_change`` lets a resume change keys outside ``rundir.RESUMABLE_KEYS``."""
         from entrolab.models.loading import load_policy, resolve_device
 
+        if resume and overwrite:
+            raise RunDirError("--resume and --overwrite exclude each other")
         self.recipe = recipe
         self.run_dir = recipe.resolved_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,10 +63,18 @@ class Trainer:
         self.train_prompts = self.task.prompts("train")
         if not self.train_prompts:
             raise ValueError("the task's train split is empty")
-
-        latest = ckpt.latest_checkpoint(self.ckpt_root) if resume else None
-        if resume and latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root}")
+        if not resume:  # after the recipe built: a broken recipe must not clear the old run
+            check_fresh(self.run_dir, overwrite=overwrite)
+            (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
+            (self.run_dir / "metrics.jsonl").write_text("")  # from here on the directory holds this run
+        # Only now, with the directory ours (one trainer per run directory): leftovers of a killed process.
+        for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):
+            warn(f"stale temporary: {done}")
+        latest, resumed_state = self._resume_point() if resume else (None, None)
+        if latest is not None:
+            check_resume_recipe(self.run_dir, recipe.to_yaml(), step=int(resumed_state[0]["step"]),
+                                allow=allow_recipe_change)
+        write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         init_path = self._initial_model_path()
         self.model, self.tokenizer = load_policy(
             str(latest or init_path), tokenizer_path=None if latest else recipe.model.tokenizer,
@@ -87,12 +104,10 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(recipe.seed)
         self.step = 0
+        self.run_id = uuid.uuid4().hex  # names this run's checkpoints in their manifests (see ckpt.prune)
+        self.last_good: Path | None = None  # newest checkpoint written or resumed from (always finite)
         if latest is not None:
-            self._restore(latest)
-        else:
-            (self.run_dir / "metrics.jsonl").write_text("")
-            (self.run_dir / "rollouts.jsonl").unlink(missing_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+            self._restore(latest, *resumed_state)
 
     # ------------------------------------------------------------------ setup helpers
     @property
@@ -116,19 +131,42 @@ class Trainer:
             create_testbed_model(out, charset, size=m.testbed_size, seed=self.recipe.seed)
         return out
 
-    def _restore(self, path: Path) -> None:
-        state, comp_state = ckpt.load_trainer_state(path)
+    def _resume_point(self) -> tuple[Path, tuple[dict[str, Any], dict[str, Any]]]:
+        """The newest checkpoint that verifies against its manifest and loads; warns about each one skipped."""
+        def loads(path: Path) -> str | None:
+            reason = ckpt.verify_checkpoint(path)
+            if reason is None:
+                try:
+                    states[path] = ckpt.load_trainer_state(path)
+                except Exception as err:  # a checkpoint without manifest (0.1) can still be damaged
+                    reason = f"{path}: trainer state does not load ({type(err).__name__}: {err})"
+            return reason
+
+        states: dict[Path, tuple[dict[str, Any], dict[str, Any]]] = {}
+        path, skipped = ckpt.newest_valid(self.ckpt_root, check=loads)
+        for reason in skipped:
+            warn(f"--resume: skipping invalid checkpoint: {reason}")
+        if path is None:
+            found = f"is valid ({'; '.join(skipped)})" if skipped else "yet"
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root} {found}; start again with "
+                                    f"--overwrite")
+        if skipped:
+            warn(f"--resume: continuing from {path}")
+        return path, states[path]
+
+    def _restore(self, path: Path, state: dict[str, Any], comp_state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng(state["rng"], self.py_rng, self.generator)
         self.comps.load_state_dict(comp_state)
         self.step = int(state["step"])
+        self.run_id = state.get("run_id") or self.run_id
+        self.last_good = path
         # Drop lines logged after the checkpoint; they will be redone. Metrics carry the number of
         # steps done (≤ checkpoint step); rollouts the step index at sampling time (< it).
         for log, limit in ((self.run_dir / "metrics.jsonl", self.step), (self.run_dir / "rollouts.jsonl", self.step - 1)):
-            if log.exists():
-                kept = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= limit]
-                log.write_text("".join(ln + "\n" for ln in kept))
+            for note in rewrite_log(log, lambda rec, limit=limit: rec.get("step", 0) <= limit):
+                warn(note)
 
     def _train_dtype(self) -> str:
         # Trainable weights stay fp32 under "auto" (bf16 enters through autocast on CUDA): AdamW
@@ -293,9 +331,7 @@ class Trainer:
                 try:
                     metrics = self.train_step()
                 except NonFiniteError as err:
-                    last = ckpt.latest_checkpoint(self.ckpt_root)
-                    raise TrainingStopped(f"{err}. Run stopped; last good checkpoint: "
-                                          f"{last or 'none (no checkpoint written yet)'}") from err
+                    raise self._stopped(err) from err
                 self._log({"step": self.step, **metrics})
                 bar.update(task_id, completed=self.step,
                            info=f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
@@ -320,12 +356,33 @@ class Trainer:
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result
 
+    def _stopped(self, err: Exception) -> TrainingStopped:
+        return TrainingStopped(f"{err}. Run stopped; last good checkpoint: "
+                               f"{self.last_good or 'none (no checkpoint written yet)'}")
+
     def save(self) -> Path:
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+        """Checkpoint the current step (once: a second call at the same step returns the same folder).
+
+        Raises ``TrainingStopped`` instead of writing non-finite weights or optimizer state, or when the
+        write fails (e.g. a full disk; the partial folder is removed, older checkpoints stay).
+        """
+        if self.last_good is not None and self.last_good.name == ckpt.step_dir(self.ckpt_root, self.step).name:
+            return self.last_good
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "run_id": self.run_id,
                  "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(self.py_rng, self.generator)}
-        return ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, tokenizer=self.tokenizer,
-                                    trainer_state=state, components_state=self.comps.state_dict(),
-                                    keep=self.recipe.train.keep_checkpoints)
+        bad = ckpt.nonfinite_tensors({"model": dict(self.model.named_parameters()),
+                                      "optimizer": state["optimizer"]["state"]})
+        if bad:
+            raise self._stopped(NonFiniteError(f"NaN/inf in {', '.join(bad)} at step {self.step}; "
+                                               f"checkpoint not written"))
+        try:
+            self.last_good = ckpt.save_checkpoint(
+                self.ckpt_root, self.step, model=self.model, tokenizer=self.tokenizer, trainer_state=state,
+                components_state=self.comps.state_dict(), keep=self.recipe.train.keep_checkpoints,
+                run_id=self.run_id)
+        except ckpt.CheckpointWriteError as err:
+            raise TrainingStopped(f"{err} Run stopped.") from err
+        return self.last_good
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
