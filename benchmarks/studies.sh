@@ -4,7 +4,7 @@
 # (recipes/grpo.yaml), which every method recipe extends; the only study-wide override is to skip
 # the rollout dumps. `ENTROLAB="python benchmarks/study_recipes.py" bash benchmarks/studies.sh <study>`
 # prints the resolved recipe of every run instead of training.
-# Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious|spurious-offpolicy
+# Usage: bash benchmarks/studies.sh entropy|advantages|hacking|spurious|spurious-offpolicy|fidelity
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTROLAB=${ENTROLAB:-.venv/bin/entrolab}
@@ -29,5 +29,9 @@ case "${1:?which study}" in
     $ENTROLAB sweep $(r grpo spurious spurious_noclip) \
       --seeds 0 1 2 --out runs/study-spurious-offpolicy --quiet \
       --set "${COMMON[@]}" train.updates_per_batch=4 train.mini_batch_size=32 ;;
+  fidelity)  # the rows changed by the fidelity fixes (safe_kl, epo, siren, clip_b, perplexity_position,
+             # riskpo, effective_rank, ensemble_uwo), with GRPO on the same base model for reference
+    $ENTROLAB sweep $(r grpo clip_b perplexity_position siren epo safe_kl riskpo effective_rank ensemble_uwo) \
+      --seeds 0 1 2 --out runs/study-fidelity --quiet --set "${COMMON[@]}" ;;
   *) echo "unknown study $1" >&2; exit 2 ;;
 esac
