@@ -278,15 +278,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from entrolab.progress import phase
+        from entrolab.threads import apply_thread_policy
 
         t = self.recipe.train
+        apply_thread_policy(self.model, self.device)
         if self.step == 0 and t.eval_every:
             self.evaluate("step_000000")
-        cols = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-        with Progress(*cols, disable=not self.show_progress, transient=False) as bar:
-            task_id = bar.add_task("train", total=t.steps, completed=self.step, info="")
+        with phase("train", enabled=self.show_progress, initial=self.step) as bar:
             while self.step < t.steps:
                 try:
                     metrics = self.train_step()
@@ -295,8 +294,7 @@ class Trainer:
                     raise TrainingStopped(f"{err}. Run stopped; last good checkpoint: "
                                           f"{last or 'none (no checkpoint written yet)'}") from err
                 self._log({"step": self.step, **metrics})
-                bar.update(task_id, completed=self.step,
-                           info=f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
+                bar(self.step, t.steps, f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                     self.evaluate(f"step_{self.step:06d}")
                 if t.save_every and self.step % t.save_every == 0:
