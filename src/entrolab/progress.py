@@ -15,6 +15,7 @@ from typing import Callable, Iterator, TextIO
 
 #: Seconds between plain progress lines when stdout is not a terminal.
 PLAIN_INTERVAL_S = 10.0
+_live_bars = 0  # rich bars currently shown
 
 
 def _clock_text(seconds: float) -> str:
@@ -84,11 +85,18 @@ def phase(description: str, *, enabled: bool = True, stream: TextIO | None = Non
     if not enabled:
         yield lambda done, total, info="": None
         return
+    global _live_bars
     out = sys.stdout if stream is None else stream
-    if stream is None and callable(getattr(out, "isatty", None)) and out.isatty():
+    # rich allows one live display at a time; a phase inside another (an eval inside training)
+    # prints plain lines, which the outer bar shows above itself.
+    if stream is None and not _live_bars and callable(getattr(out, "isatty", None)) and out.isatty():
         bar, update = _rich_phase(description, initial)
-        with bar:
-            yield update
+        _live_bars += 1
+        try:
+            with bar:
+                yield update
+        finally:
+            _live_bars -= 1
         return
     yield PlainProgress(description, stream=out, interval_s=interval_s, initial=initial, unit=unit,
                         clock=clock)

@@ -304,14 +304,16 @@ class Trainer:
 
     def evaluate(self, label: str, *, n_samples: int | None = None) -> dict[str, Any]:
         from entrolab.evaluation import evaluate, write_eval
+        from entrolab.progress import phase
 
         e = self.recipe.eval
         self.model.eval()
-        with torch.no_grad(), self._amp():
+        with torch.no_grad(), self._amp(), phase(f"eval {label}", enabled=self.show_progress, unit="samples") as cb:
             result = evaluate(self.model, self.tokenizer, self.task, split=e.split, num_prompts=e.num_prompts,
                               n_samples=n_samples or e.n_samples, temperature=e.temperature, top_p=e.top_p,
                               max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
-                              greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label)
+                              greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label,
+                              progress=cb)
         write_eval(result, self.run_dir / "eval" / f"{label}.json")
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result
