@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import platform
 import subprocess
 import sys
@@ -53,6 +54,18 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def outcome(base: dict, final: dict) -> str:
+    """One sentence on what GRPO did, from the numbers (sharpened vs expanded, by pass@1 and pass@64)."""
+    def move(k: str) -> str:
+        return f"{k} {base[k]:.3f} → {final[k]:.3f}"
+
+    up1, up64 = final["pass@1"] > base["pass@1"], final["pass@64"] > base["pass@64"]
+    verdict = ("sharpened: pass@1 rose while pass@64 fell" if up1 and not up64 else
+               "expanded: pass@64 rose" if up64 else "did not improve pass@1")
+    return (f"GRPO {verdict} ({move('pass@1')}, {move('greedy_acc')}, {move('pass@64')}, answer entropy "
+            f"{base['answer_entropy']:.2f} → {final['answer_entropy']:.2f} nats).")
+
+
 def section(results: dict[str, dict], argv: list[str]) -> str:
     cols = list(results)
     rows = ["| phase | " + " | ".join(f"{c} (s)" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -64,6 +77,7 @@ def section(results: dict[str, dict], argv: list[str]) -> str:
     keys = ["pass@1", "pass@64", "mean@n", "greedy_acc", "token_entropy", "answer_entropy", "distinct_correct_mean"]
     res = ["| metric | base | trained |", "|---|---|---|"]
     res += [f"| {k} | {first['base'][k]:.3f} | {first['final'][k]:.3f} |" for k in keys if k in first["base"]]
+    res += ["", outcome(first["base"], first["final"])]
     return "\n".join([
         MARKER, "",
         f"Command: `python benchmarks/demo_time.py{(' ' + ' '.join(argv)) if argv else ''}` "
@@ -89,6 +103,8 @@ def main() -> None:
     ap.add_argument("--loads", nargs="+", choices=["idle", "loaded"], default=["idle", "loaded"])
     ap.add_argument("--skip-warm", action="store_true")
     args = ap.parse_args()
+    # `kill` of this script must not leave the background CPU burner running: exit through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[str, dict] = {}
     for load in args.loads:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """How many torch threads should a testbed model use? Time 1 vs 2 threads, idle and loaded.
 
-Usage: python benchmarks/threads.py [--sizes tiny small] [--threads 1 2] [--repeats 3]
+Usage: python benchmarks/threads.py [--loads idle loaded] [--sizes tiny small] [--threads 1 2] [--repeats 3]
 
 Each configuration runs in its own process (``torch.set_num_threads`` before any work): a few
 warm-up steps, then timed SFT steps (batch 64, the demo's base-model training) and one timed GRPO
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -60,19 +61,22 @@ def measure(size: str, threads: int, steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--loads", nargs="+", choices=["idle", "loaded"], default=["idle", "loaded"])
     ap.add_argument("--sizes", nargs="+", default=["tiny", "small"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # `kill` of this script must not leave the background CPU burner running: exit through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.worker:
         size, threads, steps = args.worker
         print(json.dumps(worker(size, int(threads), int(steps))))
         return
     rows = ["| load | size | torch threads | SFT step (s) | rollout 16×8 (s) | load avg (1 min) at start |",
             "|---|---|---|---|---|---|"]
-    for load in ("idle", "loaded"):
+    for load in args.loads:
         burner = subprocess.Popen([sys.executable, "-c", BURNER]) if load == "loaded" else None
         try:
             time.sleep(2 if burner else 0)
