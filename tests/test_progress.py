@@ -66,3 +66,22 @@ def test_item10_trainer_prints_progress_lines_to_a_log(tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[train]")]
     assert lines[0].startswith("[train] step 1/2 (50%)") and "reward " in lines[0] and " H " in lines[0]
     assert lines[-1].startswith("[train] step 2/2 (100%)")
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_item10_phase_inside_a_live_bar_prints_plain_lines(monkeypatch):
+    """On a terminal, an eval inside training must not open a second rich live display (rich refuses
+    two at once); it prints plain lines, which the outer bar shows above itself."""
+    term = FakeTerminal()
+    monkeypatch.setattr("sys.stdout", term)
+    with phase("train") as outer:
+        outer(1, 2)
+        with phase("eval step_000001", unit="samples") as inner:
+            inner(8, 8)
+        outer(2, 2)
+    assert "[eval step_000001] samples 8/8 (100%)" in term.getvalue()
+    assert "[train]" not in term.getvalue()  # the outer phase is the rich bar
