@@ -74,8 +74,8 @@ class FakeTerminal(io.StringIO):
 
 
 def test_item10_phase_inside_a_live_bar_prints_plain_lines(monkeypatch):
-    """On a terminal, an eval inside training must not open a second rich live display (rich refuses
-    two at once); it prints plain lines, which the outer bar shows above itself."""
+    """On a terminal, an eval inside training must not open a second rich live display (rich 13 raises
+    LiveError on it); it prints plain lines, which the outer bar shows above itself."""
     term = FakeTerminal()
     monkeypatch.setattr("sys.stdout", term)
     with phase("train") as outer:

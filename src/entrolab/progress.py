@@ -87,8 +87,8 @@ def phase(description: str, *, enabled: bool = True, stream: TextIO | None = Non
         return
     global _live_bars
     out = sys.stdout if stream is None else stream
-    # rich allows one live display at a time; a phase inside another (an eval inside training)
-    # prints plain lines, which the outer bar shows above itself.
+    # A phase inside another (an eval inside training) prints plain lines, which the outer bar shows
+    # above itself: rich 13 (pyproject allows it) raises LiveError on a second live display.
     if stream is None and not _live_bars and callable(getattr(out, "isatty", None)) and out.isatty():
         bar, update = _rich_phase(description, initial)
         _live_bars += 1
