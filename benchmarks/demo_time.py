@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,15 +33,18 @@ def run_once(cache: Path, out: Path, *, loaded: bool) -> dict:
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
     try:
         load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "entrolab.cli", "demo", "--out", str(out)], check=True, env=env)
         total = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the burner is not reaped yet: not counted
     finally:
         if burner is not None:
             burner.kill()
             burner.wait()
     timings = json.loads((out / "timings.json").read_text())
-    timings.update(total_wall_s=total, load_avg_1min=load)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    timings.update(total_wall_s=total, load_avg_1min=load, cpu_s=cpu)
     timings["base"] = json.loads((out / "eval" / "base.json").read_text())["summary"]
     timings["final"] = json.loads((out / "eval" / "final.json").read_text())["summary"]
     return timings
@@ -71,6 +75,7 @@ def section(results: dict[str, dict], argv: list[str]) -> str:
     rows = ["| phase | " + " | ".join(f"{c} (s)" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for p in PHASES:
         rows.append(f"| {p.removesuffix('_s')} | " + " | ".join(f"{results[c][p]:.1f}" for c in cols) + " |")
+    rows.append("| demo CPU time, user + sys | " + " | ".join(f"{results[c]['cpu_s']:.1f}" for c in cols) + " |")
     rows.append("| load average (1 min) before the run | "
                 + " | ".join(f"{results[c]['load_avg_1min']:.2f}" for c in cols) + " |")
     first = results[cols[0]]
@@ -84,7 +89,11 @@ def section(results: dict[str, dict], argv: list[str]) -> str:
         "(runs `entrolab demo` as `make demo` does, without OMP_NUM_THREADS; \"loaded\" = one CPU-burning "
         "background process during the run; \"cold\" = no cached base model, as on a fresh clone).",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-        *rows, "", f"Demo results of the {cols[0]} run (test split, 64 prompts × 64 samples, T = 1):", "", *res, "",
+        *rows, "",
+        "With one torch thread (entrolab.threads) the demo keeps one core busy, so its CPU time is close to "
+        "its wall time whenever one core is free for it, e.g. on a 2-core machine running one other "
+        "CPU-heavy process; wall times above that are time spent waiting for a core.", "",
+        f"Demo results of the {cols[0]} run (test split, 64 prompts × 64 samples, T = 1):", "", *res, "",
     ])
 
 
