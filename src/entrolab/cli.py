@@ -54,16 +54,26 @@ def _cmd_train(args) -> int:
     trainer = Trainer(recipe, resume=args.resume, overwrite=args.overwrite,
                       allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
     run_dir = trainer.train()
-    if args.eval:
-        trainer.evaluate("final")
+    if args.eval:  # base (cached) + final evaluations and the report
+        from entrolab.eval_runner import evaluate_run
+
+        evaluate_run(trainer, progress=not args.quiet)
+    from entrolab.summary import print_run_summary
+
     print(f"run directory: {run_dir}")
+    print_run_summary(run_dir)
     return 0
 
 
 def _cmd_sft(args) -> int:
     from entrolab.sft import load_sft_cfg, run_sft
 
-    out = run_sft(load_sft_cfg(args.config, args.overrides))
+    config, overrides = args.config, list(args.overrides)
+    # `entrolab sft task.name=x` (no YAML): argparse puts the first override in `config`. An
+    # argument with '=' that is not an existing file is an override.
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]
+    out = run_sft(load_sft_cfg(config, overrides))
     print(f"base model: {out}")
     return 0
 
@@ -100,8 +110,10 @@ def _cmd_diagnose(args) -> int:
 
 def _cmd_demo(args) -> int:
     from entrolab.demo import run_demo
+    from entrolab.summary import print_run_summary
 
-    print(f"report: {run_demo(out_dir=Path(args.out), overrides=args.overrides, fresh_base=args.fresh_base)}")
+    report = run_demo(out_dir=Path(args.out), overrides=args.overrides, fresh_base=args.fresh_base)
+    print_run_summary(report.parent.parent)
     return 0
 
 
@@ -125,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_demo)
 
     s = sub.add_parser("sft", help="train a testbed base model from scratch on task demonstrations")
-    s.add_argument("config", nargs="?", default=None, help="SFT YAML (optional)")
+    s.add_argument("config", nargs="?", default=None, help="SFT YAML (optional; key=value overrides alone work)")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=_cmd_sft)
 
@@ -138,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run already in run_dir (its checkpoints, logs, evals, report)")
     s.add_argument("--allow-recipe-change", action="store_true",
                    help="with --resume: accept recipe changes beyond steps/cadences/eval (recorded in the run)")
-    s.add_argument("--eval", action="store_true", help="run the final evaluation after training")
+    s.add_argument("--eval", action="store_true",
+                   help="after training, evaluate the starting model (as 'base', cached) and the final one, "
+                        "and write the report")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_train)
 

@@ -60,14 +60,20 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), overrides: list[str] | None =
     recipe = load_recipe(data, overrides)
     timings: dict[str, float] = {}
 
+    def say(text: str) -> None:  # phase headers, so a log file shows where the demo is
+        if progress:
+            print(f"demo: {text}", flush=True)
+
     t0 = time.perf_counter()
     task = build_one(TASKS, recipe.task, "task")
+    say(f"1/4 base model (SFT from scratch, or the cached one under {cache_dir() / 'bases'})")
     base = build_base_model(cache_dir() / "bases" / "countdown", task, force=fresh_base, progress=progress,
                             **DEMO_SFT)
     timings["base_model_s"] = time.perf_counter() - t0
 
     recipe = load_recipe(dict(recipe.model_dump(mode="json"), model={"path": str(base)}), [])
     t0 = time.perf_counter()
+    say(f"2/4 GRPO, {recipe.train.steps} steps")
     trainer = Trainer(recipe, overwrite=True, progress=progress)  # a demo rerun replaces the last one
     run_dir = trainer.train()
     timings["grpo_s"] = time.perf_counter() - t0
@@ -75,6 +81,7 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), overrides: list[str] | None =
     del trainer
 
     t0 = time.perf_counter()
+    say(f"3/4 evaluate base and trained models ({recipe.eval.n_samples} samples per prompt)")
     evaluate_model(Path(base), recipe, label="base", out=run_dir / "eval" / "base.json", progress=progress)
     timings["eval_base_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -82,6 +89,7 @@ def run_demo(*, out_dir: Path = Path("runs/demo"), overrides: list[str] | None =
     timings["eval_trained_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    say("4/4 report")
     report = write_run_report(run_dir)
     timings["report_s"] = time.perf_counter() - t0
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=2))

@@ -193,11 +193,26 @@ class Registry:
 
 
 def _import_object(path: str, stage: str) -> Any:
+    import os
+    import sys
+
     mod_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
-        module = importlib.import_module(mod_name)
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as err:
+            # The `entrolab` console script (unlike `python -m`) does not put the current directory
+            # on sys.path, so `mytask:Echo` next to the recipe was not found. Look there last (after
+            # installed packages, so a local file never shadows one) when the top package is missing.
+            here = os.getcwd()
+            if err.name != mod_name.split(".")[0] or here in sys.path or "" in sys.path:
+                raise
+            sys.path.append(here)
+            importlib.invalidate_caches()
+            module = importlib.import_module(mod_name)
     except ImportError as err:
-        raise ConfigError(f"cannot import module '{mod_name}' for {stage} '{path}': {err}") from err
+        raise ConfigError(f"cannot import module '{mod_name}' for {stage} '{path}' (searched installed "
+                          f"packages and the current directory {os.getcwd()}): {err}") from err
     try:
         return getattr(module, attr)
     except AttributeError:

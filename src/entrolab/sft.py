@@ -117,8 +117,11 @@ def train_sft(
                          f"(got {steps}, {batch_size}, {lr}, {warmup})")
     if schedule not in ("constant", "linear", "cosine"):
         raise ValueError(f"train_sft: schedule must be constant, linear or cosine, got {schedule!r}")
+    from entrolab.threads import apply_thread_policy
+
     dev = resolve_device(device)
     model.to(dev).train()
+    apply_thread_policy(model, dev)  # one thread for testbed models (docs/benchmarks.md)
     data = [encode_pair(tokenizer, p, c) for p, c in pairs]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(

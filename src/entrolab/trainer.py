@@ -318,23 +318,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from entrolab.progress import phase
+        from entrolab.threads import apply_thread_policy
 
         t = self.recipe.train
+        apply_thread_policy(self.model, self.device)
         if self.step == 0 and t.eval_every:
             self.evaluate("step_000000")
-        cols = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-        with Progress(*cols, disable=not self.show_progress, transient=False) as bar:
-            task_id = bar.add_task("train", total=t.steps, completed=self.step, info="")
+        with phase("train", enabled=self.show_progress, initial=self.step) as bar:
             while self.step < t.steps:
                 try:
                     metrics = self.train_step()
                 except NonFiniteError as err:
                     raise self._stopped(err) from err
                 self._log({"step": self.step, **metrics})
-                bar.update(task_id, completed=self.step,
-                           info=f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
+                bar(self.step, t.steps, f"reward {metrics['reward/mean']:.3f} H {metrics['policy/entropy']:.3f}")
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
                     self.evaluate(f"step_{self.step:06d}")
                 if t.save_every and self.step % t.save_every == 0:
@@ -344,14 +342,16 @@ class Trainer:
 
     def evaluate(self, label: str, *, n_samples: int | None = None) -> dict[str, Any]:
         from entrolab.evaluation import evaluate, write_eval
+        from entrolab.progress import phase
 
         e = self.recipe.eval
         self.model.eval()
-        with torch.no_grad(), self._amp():
+        with torch.no_grad(), self._amp(), phase(f"eval {label}", enabled=self.show_progress, unit="samples") as cb:
             result = evaluate(self.model, self.tokenizer, self.task, split=e.split, num_prompts=e.num_prompts,
                               n_samples=n_samples or e.n_samples, temperature=e.temperature, top_p=e.top_p,
                               max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
-                              greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label)
+                              greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label,
+                              progress=cb)
         write_eval(result, self.run_dir / "eval" / f"{label}.json")
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result
