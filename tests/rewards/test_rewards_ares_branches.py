@@ -1,0 +1,137 @@
+"""ARES HWE shaper: the state updates the original tests leave open (issue 9, "Branches no test checks").
+
+The dual step on α_d (its sign for the hard bucket), the dynamic-KL β_d step (its sign) and the
+"second-chance" relax bucket. Every test fixes the shaper's state with ``load_state_dict`` so the
+trigger counts are known by hand: with ``window = 1`` the forward window mean at position i is
+h_{i+1}, so a response with entropies ``[0, x]`` has one window, ē = x; with τ = 0.5 it has
+N = 1 trigger if x ≥ 0.5 and soft cost (x − 0.5)^+.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import entrolab.rewards  # noqa: F401  (registers the shapers)
+from entrolab.registry import SHAPERS
+
+
+def _batch(make_batch, groups, *, ref_logp: float | None = None):
+    """``groups``: per prompt, a list of (correct, entropy row). Rewards are 1/0 from correctness."""
+    rows, gid, correct = [], [], []
+    for g, members in enumerate(groups):
+        for ok, row in members:
+            rows.append(row), gid.append(g), correct.append(ok)
+    T = max(len(r) for r in rows)
+    ent = torch.zeros(len(rows), T)
+    for i, r in enumerate(rows):
+        ent[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    lengths = [len(r) for r in rows]
+    b = make_batch([float(c) for c in correct], gid, lengths=lengths, T=T, texts=["x" * (n - 1) for n in lengths],
+                   entropy_BT=ent, correct=correct)
+    if ref_logp is not None:
+        b.ref_logp_BT = torch.full((len(rows), T), ref_logp)  # old_logp_BT is 0: δ = old − ref = −ref_logp
+    return b
+
+
+def _shaper(state_overrides=None, **kw):
+    sh = SHAPERS.build("ares_hwe", {"window": 1, **kw})
+    state = sh.state_dict()
+    state.update({"tau": 0.5, **(state_overrides or {})})
+    sh.load_state_dict(state)
+    return sh
+
+
+def _triggers(n: int) -> list[float]:
+    """An entropy row with exactly n triggers (windows at 1.0 ≥ τ) and 4 − n below τ (at 0)."""
+    return [0.0] + [1.0] * n + [0.0] * (4 - n)
+
+
+def test_item_ares_alpha_dual_step_signs(make_batch):
+    """Targets N* = {easy 1, medium 2, hard 4}, α = 0.5, lr 0.05.
+    easy (3/3 correct), N = 3 each: δ = N̄ − N* = +2 ⇒ α = 0.6 (too many triggers: weigh the penalty more);
+    medium (1/2 correct), N = 1: δ = 1 − 2 = −1 ⇒ α = 0.45;
+    hard (0/2 correct), N = 2: δ = N* − N̄ = +2 ⇒ α = 0.6 (too few triggers on hard prompts: weigh the
+    bonus more); the hard sign is reversed relative to easy/medium.
+    Targets then move to 0.9·N* + 0.1·N̄ = {1.2, 1.9, 3.8}.
+    Bonuses use the old α and rounded N*: easy ✓ N=3, N*=1: Δ=2, m=1, Huber(1, 2)=0.25 ⇒ −0.5·0.25/3;
+    medium ✓ N=1, N*=2: (|Δ|−m)^+ = 0 ⇒ 0; medium ✗: 0.8·0.5·σ(0) = 0.2;
+    hard ✗ N=2, N*=4: Δ−m < 0 ⇒ 1.0·(0.5·1.2)·σ(0) = 0.3."""
+    groups = [[(True, _triggers(3))] * 3, [(True, _triggers(1)), (False, _triggers(1))], [(False, _triggers(2))] * 2]
+    b = _batch(make_batch, groups)
+    sh = _shaper({"target": {"easy": 1.0, "medium": 2.0, "hard": 4.0}})
+    out, m = sh(b.rewards_B, b, None)
+    assert sh.alpha == pytest.approx({"easy": 0.6, "medium": 0.45, "hard": 0.6})
+    assert sh.target == pytest.approx({"easy": 1.2, "medium": 1.9, "hard": 3.8})
+    assert (m["ares/alpha_easy"], m["ares/alpha_medium"], m["ares/alpha_hard"]) == pytest.approx((0.6, 0.45, 0.6))
+    assert (out - b.rewards_B).tolist() == pytest.approx([-0.5 * 0.25 / 3] * 3 + [0.0, 0.2] + [0.3, 0.3], abs=1e-6)
+
+
+def test_ares_alpha_clipped_to_0_2(make_batch):
+    """Same batch, lr 1: α would be 0.5 + 2 (easy, hard) and 0.5 − 1 (medium): clipped to 2, 0, 2."""
+    groups = [[(True, _triggers(3))] * 3, [(True, _triggers(1)), (False, _triggers(1))], [(False, _triggers(2))] * 2]
+    b = _batch(make_batch, groups)
+    sh = _shaper({"target": {"easy": 1.0, "medium": 2.0, "hard": 4.0}}, alpha_lr=1.0)
+    sh(b.rewards_B, b, None)
+    assert sh.alpha == {"easy": 2.0, "medium": 0.0, "hard": 2.0}
+
+
+# The relax batch: soft cost = (x − 0.5)^+ for a row [0, x].
+RELAX_GROUPS = [
+    # easy (2/3 correct): the incorrect one has soft cost exactly 0.5 ⇒ relaxed
+    [(True, [0.0, 3.0]), (True, [0.0, 0.0]), (False, [0.0, 1.0])],
+    # easy: the incorrect one has soft cost 0.25 < 0.5 ⇒ not relaxed
+    [(True, [0.0, 3.0]), (True, [0.0, 3.0]), (False, [0.0, 0.75])],
+    # hard (0/2) and medium (1/2): incorrect with soft cost 2.5, but not easy ⇒ not relaxed
+    [(False, [0.0, 3.0]), (False, [0.0, 3.0])],
+    [(True, [0.0, 3.0]), (False, [0.0, 3.0])],
+]
+RELAX_PATTERN = [1.0, 1.0, 0.67, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_item_ares_relax_bucket_only_easy_incorrect_with_soft_cost(make_batch):
+    """KL weight β_d·relax: relax = 0.67 only for an easy, incorrect sample with soft cost ≥ 0.5 (here
+    exactly 0.5); correct easy samples, an easy incorrect one at 0.25, and hard/medium incorrect ones at
+    2.5 keep weight β_d = 1 (the initial β)."""
+    b = _batch(make_batch, RELAX_GROUPS, ref_logp=0.0)
+    _shaper(dynamic_kl=True)(b.rewards_B, b, None)
+    assert b.extras["kl_weight_B"].tolist() == pytest.approx(RELAX_PATTERN)
+
+
+@pytest.mark.parametrize(("ref_logp", "log_beta"), [
+    # δ = 1: k3 = e^−1 − 1 + 1 = 0.3679, err = 0.3679/0.01 − 1 = 35.8, err EMA 0.03·35.8 = 1.07 → clipped 0.2
+    (-1.0, 0.05 * 0.2),
+    # δ = 0: k3 = 0, err = −1, err EMA −0.03 ⇒ log β = 0.05·(−0.03)
+    (0.0, 0.05 * -0.03),
+])
+def test_item_ares_dynamic_kl_beta_step_sign(make_batch, ref_logp, log_beta):
+    """β_d rises when the bucket's KL is above the target and falls when below: log β += 0.05·clip(ē, ±0.2).
+    The new β is used (and logged) from the next batch on, times the relax pattern."""
+    b = _batch(make_batch, RELAX_GROUPS, ref_logp=ref_logp)
+    sh = _shaper(dynamic_kl=True, kl_target=0.01)
+    _, m1 = sh(b.rewards_B, b, None)
+    assert m1["ares/kl_beta_easy"] == 1.0
+    state = sh.state_dict()
+    assert state["kl"]["log_beta"] == pytest.approx({d: log_beta for d in ("easy", "medium", "hard")})
+    sh.load_state_dict({**state, "tau": 0.5})  # τ moved toward the batch's P95: put it back for the soft costs
+    _, m2 = sh(b.rewards_B, b, None)
+    assert [m2[f"ares/kl_beta_{d}"] for d in ("easy", "medium", "hard")] == pytest.approx([math.exp(log_beta)] * 3)
+    assert b.extras["kl_weight_B"].tolist() == pytest.approx([math.exp(log_beta) * r for r in RELAX_PATTERN])
+
+
+def test_ares_dynamic_kl_update_every_and_dead_zone(make_batch):
+    """kl_update_every = 2 at KL = 0 (err = −1): no step after call 1; after call 2 the error EMA is
+    0.97·(−0.03) − 0.03 = −0.0591 ⇒ log β = −0.002955. A KL within 2 % of the target (err = 0.01) is in
+    the dead zone: β stays 1."""
+    b = _batch(make_batch, RELAX_GROUPS, ref_logp=0.0)
+    sh = _shaper(dynamic_kl=True, kl_update_every=2)
+    sh(b.rewards_B, b, None)
+    assert sh.state_dict()["kl"]["log_beta"]["easy"] == 0.0
+    sh(b.rewards_B, b, None)
+    assert sh.state_dict()["kl"]["log_beta"]["easy"] == pytest.approx(0.05 * -0.0591)
+    b2 = _batch(make_batch, RELAX_GROUPS, ref_logp=-1.0)
+    dead = _shaper(dynamic_kl=True, kl_target=(math.exp(-1.0) / 1.01))  # k3(δ=1) = e^−1
+    dead(b2.rewards_B, b2, None)
+    assert dead.state_dict()["kl"]["log_beta"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
