@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import entrolab.objectives  # noqa: F401
-from entrolab.objectives.steer import steer_score
+from entrolab.objectives.steer import steer_score, steer_weights
 from entrolab.registry import TOKEN_WEIGHTS
 
 # One token per sequence, all at p = 0.5, H = 1, on-policy: Ω = A · (1 − p) · (log p + H).
@@ -50,3 +50,58 @@ def test_steer_score_guards():
     ent = torch.tensor([[1.0, float("nan")]], dtype=torch.float64)
     s = steer_score(logp, old, torch.ones(1, 2, dtype=torch.float64), ent)
     assert s.tolist()[0] == pytest.approx([0.25 * (1 - math.log(2)) / 1e-8, 0.0])
+
+
+def test_steer_score_infinite_entropy_scores_zero():
+    """Ω = ±inf (an infinite entropy at a valid position) is non-finite too: score 0, not the largest float."""
+    logp = torch.full((1, 2), math.log(0.5), dtype=torch.float64)
+    ent = torch.tensor([[float("inf"), -float("inf")]], dtype=torch.float64)
+    assert steer_score(logp, logp, torch.ones(1, 2, dtype=torch.float64), ent).tolist() == [[0.0, 0.0]]
+
+
+def test_steer_weights_defaults_and_empty_mask():
+    """The pure map's defaults are the paper's (linear, 0.8, 1.2); an all-padding micro-batch gives zero
+    weights, and the component logs zeros for it."""
+    score = torch.tensor([[0.0, 1.0, 2.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert steer_weights(score, mask).tolist()[0] == pytest.approx([1.2, 1.0, 0.8])
+    assert steer_weights(score, torch.zeros(1, 3, dtype=torch.bool)).tolist() == [[0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="mode must be 'linear' or 'exp'"):
+        steer_weights(score, mask, mode="cosine")
+
+
+def test_steer_component_all_padding(make_inputs):
+    w, m = TOKEN_WEIGHTS.build("steer")(make_inputs([[math.log(0.5)] * 2], [1.0], [[0, 0]]))
+    assert w.tolist() == [[0.0, 0.0]]
+    assert (m["weight/steer_mean"], m["weight/steer_min"], m["weight/steer_max"]) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("bad", ["logp", "old", "entropy"])
+def test_steer_rejects_mismatched_shapes(make_inputs, bad):
+    """Each of logp_BT, old_logp_BT, entropy_BT with a shape the others do not share is named in the error."""
+    inp = make_inputs([[math.log(0.5)] * 3], [1.0])
+    short = torch.zeros(1, 2, dtype=torch.float64)
+    if bad == "logp":
+        inp.old_logp_BT, inp.entropy_BT, inp.mask_BT = short, short, torch.ones(1, 2, dtype=torch.bool)
+        inp.adv_BT = inp.adv_BT[:, :2]
+        name = "old_logp_BT"
+    elif bad == "old":
+        inp.old_logp_BT, name = short, "old_logp_BT"
+    else:
+        inp.entropy_BT, name = short, "entropy_BT"
+    with pytest.raises(ValueError, match=f"{name} has shape"):
+        TOKEN_WEIGHTS.build("steer")(inp)
+
+
+def test_steer_constructor_validation():
+    """Messages name the rule; λ_min = λ_max and λ_min = 1 in exp mode are allowed, λ_min = 0 is not,
+    and λ_min > 1 is refused only in exp mode (whose weights are capped at 1)."""
+    with pytest.raises(ValueError, match="mode must be 'linear' or 'exp', got 'cosine'"):
+        TOKEN_WEIGHTS.build("steer", {"mode": "cosine"})
+    with pytest.raises(ValueError, match="need 0 < lambda_min <= lambda_max, got 0.0, 1.2"):
+        TOKEN_WEIGHTS.build("steer", {"lambda_min": 0.0})
+    with pytest.raises(ValueError, match="exp mode needs lambda_min <= 1, got 1.5"):
+        TOKEN_WEIGHTS.build("steer", {"mode": "exp", "lambda_min": 1.5, "lambda_max": 2.0})
+    TOKEN_WEIGHTS.build("steer", {"lambda_min": 1.0, "lambda_max": 1.0})
+    TOKEN_WEIGHTS.build("steer", {"mode": "exp", "lambda_min": 1.0})
+    TOKEN_WEIGHTS.build("steer", {"lambda_min": 1.5, "lambda_max": 2.0})
