@@ -73,3 +73,24 @@ def test_clip_v_renormalize_off_and_pads(make_inputs):
     w, m = TOKEN_WEIGHTS.build("clip_v", {"mu": 1.0, "max_frac": 1.0, "renormalize": False})(inp)
     assert w.tolist()[0] == [1.0] * 5 + [0.0, 0.0]
     assert m["weight/clip_v_d_std"] == pytest.approx((NEC - S1) * math.sqrt(5) / 6)
+
+
+def test_clip_v_component_cap_zero_advantage_and_dtype(make_inputs):
+    """Two skewed positions, both with the rare token sampled: D = [0]*5 + [x, x] (x = 0.35595),
+    σ_D = x·√10/7 = 0.452x, μ = 1 ⇒ both violate. max_frac = 1: both dropped, weights 7/5. The default
+    max_frac (1e-4) caps the drop at one token (the first of the tie), weights 7/6. A = 0 is routed to the
+    drop rule too, but frac_neg counts A < 0 only. Weights come back in the logp dtype (float64 here)."""
+    logits = torch.tensor([[[0.0, 0.0]] * 5 + [SKEWED, SKEWED]], dtype=torch.float64)
+    logp = [[math.log(0.5)] * 5 + [math.log(0.1), math.log(0.1)]]
+    w, m = TOKEN_WEIGHTS.build("clip_v", {"mu": 1.0, "max_frac": 1.0})(make_inputs(logp, [-1.0], logits_BTV=logits))
+    assert w.dtype == torch.float64 and w.tolist()[0] == pytest.approx([1.4] * 5 + [0.0, 0.0])
+    w, m = TOKEN_WEIGHTS.build("clip_v", {"mu": 1.0})(make_inputs(logp, [-1.0], logits_BTV=logits))
+    assert w.tolist()[0] == pytest.approx([7 / 6] * 5 + [0.0, 7 / 6])
+    w, m = TOKEN_WEIGHTS.build("clip_v", {"mu": 1.0, "max_frac": 1.0})(make_inputs(logp, [0.0], logits_BTV=logits))
+    assert w.tolist()[0] == pytest.approx([1.4] * 5 + [0.0, 0.0])
+    assert m["weight/clip_v_frac"] == pytest.approx(2 / 7) and m["weight/clip_v_frac_neg"] == 0.0
+
+
+def test_clip_v_missing_logits_message(make_inputs):
+    with pytest.raises(ValueError, match=r"clip_v needs logits_BTV \(requires=\{'logits'\}\)"):
+        TOKEN_WEIGHTS.build("clip_v")(make_inputs([[0.0]], [-1.0]))
