@@ -16,6 +16,7 @@ import torch
 
 import entrolab.rewards  # noqa: F401  (registers the shapers)
 from entrolab.registry import SHAPERS
+from entrolab.rewards.ares import bucket_of, forward_window_means, hierarchical_entropy_reward
 
 
 def _batch(make_batch, groups, *, ref_logp: float | None = None):
@@ -66,7 +67,11 @@ def test_item_ares_alpha_dual_step_signs(make_batch):
     assert sh.alpha == pytest.approx({"easy": 0.6, "medium": 0.45, "hard": 0.6})
     assert sh.target == pytest.approx({"easy": 1.2, "medium": 1.9, "hard": 3.8})
     assert (m["ares/alpha_easy"], m["ares/alpha_medium"], m["ares/alpha_hard"]) == pytest.approx((0.6, 0.45, 0.6))
-    assert (out - b.rewards_B).tolist() == pytest.approx([-0.5 * 0.25 / 3] * 3 + [0.0, 0.2] + [0.3, 0.3], abs=1e-6)
+    bonus = [-0.5 * 0.25 / 3] * 3 + [0.0, 0.2] + [0.3, 0.3]
+    assert (out - b.rewards_B).tolist() == pytest.approx(bonus, abs=1e-6)
+    assert m["ares/bonus"] == pytest.approx(sum(bonus) / 7, abs=1e-6)
+    assert m["ares/hwe_mean"] == pytest.approx((3 * 3 + 1 + 1 + 2 + 2) / 7)
+    assert (m["ares/frac_easy"], m["ares/frac_medium"], m["ares/frac_hard"]) == pytest.approx((3 / 7, 2 / 7, 2 / 7))
 
 
 def test_ares_alpha_clipped_to_0_2(make_batch):
@@ -110,7 +115,7 @@ def test_item_ares_dynamic_kl_beta_step_sign(make_batch, ref_logp, log_beta):
     """β_d rises when the bucket's KL is above the target and falls when below: log β += 0.05·clip(ē, ±0.2).
     The new β is used (and logged) from the next batch on, times the relax pattern."""
     b = _batch(make_batch, RELAX_GROUPS, ref_logp=ref_logp)
-    sh = _shaper(dynamic_kl=True, kl_target=0.01)
+    sh = _shaper(dynamic_kl=True)  # default kl_target 0.01
     _, m1 = sh(b.rewards_B, b, None)
     assert m1["ares/kl_beta_easy"] == 1.0
     state = sh.state_dict()
@@ -135,3 +140,89 @@ def test_ares_dynamic_kl_update_every_and_dead_zone(make_batch):
     dead = _shaper(dynamic_kl=True, kl_target=(math.exp(-1.0) / 1.01))  # k3(δ=1) = e^−1
     dead(b2.rewards_B, b2, None)
     assert dead.state_dict()["kl"]["log_beta"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+
+
+def test_ares_bucket_target_is_mean_over_prompts(make_batch):
+    """Two easy prompts with N = 2 and N = 4: the bucket mean is (2 + 4)/2 = 3 ⇒ α_easy = 0.5 + 0.05·(3 − 1)
+    = 0.6 and the target moves to 0.9·1 + 0.1·3 = 1.2. A trigger exactly at τ counts (ē ≥ τ): the row
+    [0, 0.5, 0.5, 0, 0] has N = 2."""
+    groups = [[(True, [0.0, 0.5, 0.5, 0.0, 0.0])] * 2, [(True, _triggers(4))] * 2]
+    b = _batch(make_batch, groups)
+    sh = _shaper({"target": {"easy": 1.0}})
+    sh(b.rewards_B, b, None)
+    assert sh.alpha["easy"] == pytest.approx(0.6) and sh.target["easy"] == pytest.approx(1.2)
+
+
+def test_ares_lexicon_triggers_through_the_shaper(make_batch):
+    """Lexicon {actually, so}, window 3, text "actually so" (char tokens + EOS: 12 tokens, 9 windows), all
+    entropies 1 ⇒ every window mean is 1 ≥ τ. Candidates are the word starts: "actually" at token 0
+    (the first token starts at character 0) and "so" at token 9, which has no 3 following tokens (9 is
+    not < 9 windows) ⇒ N = 1, not the 9 windows without a lexicon."""
+    text = "actually so"
+    b = make_batch([1.0], [0], lengths=[12], T=12, texts=[text], entropy_BT=torch.ones(1, 12), correct=[True])
+    _, m = _shaper(window=3, lexicon=["actually", "so"])(b.rewards_B, b, None)
+    assert m["ares/hwe_mean"] == 1.0
+    _, m_all = _shaper(window=3)(b.rewards_B, b, None)
+    assert m_all["ares/hwe_mean"] == 9.0
+
+
+def test_ares_short_responses_and_single_sample(make_batch):
+    """No response longer than the window: no window means, τ starts at 0, no triggers. One sample: the
+    batch means are that sample's values."""
+    b = make_batch([1.0], [0], lengths=[3], T=3, texts=["ab"], entropy_BT=torch.ones(1, 3), correct=[True])
+    sh = SHAPERS.build("ares_hwe")  # window 4 by default
+    _, m = sh(b.rewards_B, b, None)
+    assert m["ares/tau"] == 0.0 and m["ares/hwe_mean"] == 0.0
+    b = _batch(make_batch, [[(False, _triggers(3))]])
+    _, m = _shaper({"target": {"hard": 1.0}})(b.rewards_B, b, None)
+    # hard ✗, N = 3, N* = 1: Δ − m = 2 − 1 = 1 ⇒ e = 1.0·0.6·σ(1/3)
+    assert m["ares/hwe_mean"] == 3.0 and m["ares/frac_hard"] == 1.0
+    assert m["ares/bonus"] == pytest.approx(0.6 / (1 + math.exp(-1 / 3)), abs=1e-6)
+
+
+def test_ares_kl_error_clip_and_beta_bounds(make_batch):
+    """KL = 0 for 8 calls: the error EMA is −(1 − 0.97^k) and is clipped at −0.2 from k = 8 on
+    (1 − 0.97^8 = 0.2163), so log β = 0.05·Σ_k max(−0.2, −(1 − 0.97^k)). β stays in [1e-4, 1e2]."""
+    b = _batch(make_batch, RELAX_GROUPS, ref_logp=0.0)
+    sh = _shaper(dynamic_kl=True)
+    for _ in range(8):
+        sh(b.rewards_B, b, None)
+    expected = 0.05 * sum(max(-0.2, -(1 - 0.97 ** k)) for k in range(1, 9))
+    assert sh.state_dict()["kl"]["log_beta"]["easy"] == pytest.approx(expected)
+    low = _shaper({"kl": {"log_beta": {d: math.log(1e-4) + 0.001 for d in ("easy", "medium", "hard")},
+                          "kl_ema": {}, "err_ema": {d: -0.2 for d in ("easy", "medium", "hard")}, "calls": 0}},
+                  dynamic_kl=True)
+    low(b.rewards_B, b, None)  # step 0.05·(−0.2) = −0.01 would go below 1e-4
+    assert low.state_dict()["kl"]["log_beta"]["easy"] == pytest.approx(math.log(1e-4))
+    b_hi = _batch(make_batch, RELAX_GROUPS, ref_logp=-1.0)
+    high = _shaper({"kl": {"log_beta": {d: math.log(1e2) - 0.001 for d in ("easy", "medium", "hard")},
+                           "kl_ema": {}, "err_ema": {d: 0.2 for d in ("easy", "medium", "hard")}, "calls": 0}},
+                   dynamic_kl=True)
+    high(b_hi.rewards_B, b_hi, None)  # +0.01 would go above 1e2
+    assert high.state_dict()["kl"]["log_beta"]["easy"] == pytest.approx(math.log(1e2))
+
+
+def test_ares_hierarchical_reward_branches():
+    """α = 0.5. easy ✓ at the target (Δ = 0 ≤ m): no penalty. easy ✗ with Δ − m = 5: 0.6·0.5·σ(5/2).
+    hard ✓ exactly at Δ = −m (N* = 2 ⇒ m = max(1, 0.7) = 1, N = 1): the bonus side, 0.6·σ(0) = 0.3.
+    Group accuracy 0.3 is hard (< 1/3)."""
+    e = hierarchical_entropy_reward
+    assert e(4, 4, "easy", True, alpha=0.5) == 0.0
+    assert e(10, 4, "easy", False, alpha=0.5) == pytest.approx(0.3 / (1 + math.exp(-2.5)))
+    assert e(1, 2, "hard", True, alpha=0.5) == pytest.approx(0.3)
+    assert bucket_of(0.3) == "hard"
+    assert forward_window_means(torch.arange(1.0, 7.0)).tolist() == [3.5, 4.5]  # default window 4
+
+
+def test_ares_defaults_and_validation():
+    sh = SHAPERS.build("ares_hwe")
+    assert sh.window == 4 and sh.requires == frozenset()
+    for kw, msg in [({"window": 0}, "window must be >= 1, got 0"),
+                    ({"tau_decay": 1.0}, r"tau_decay and target_decay must be in \[0, 1\)"),
+                    ({"target_decay": 1.0}, r"tau_decay and target_decay must be in \[0, 1\)"),
+                    ({"tau_decay": 1.5}, "tau_decay"), ({"target_decay": 1.5}, "target_decay"),
+                    ({"kl_target": 0.0}, "kl_target must be > 0 and kl_update_every >= 1"),
+                    ({"kl_update_every": 0}, "kl_target must be > 0")]:
+        with pytest.raises(ValueError, match=msg):
+            SHAPERS.build("ares_hwe", kw)
+    SHAPERS.build("ares_hwe", {"tau_decay": 0.0, "target_decay": 0.0})
