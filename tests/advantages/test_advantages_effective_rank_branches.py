@@ -82,3 +82,87 @@ def test_effective_rank_ema_updated_after_use(make_batch):
     _, _, values, est = _run(make_batch)
     ema0 = _ema_for(values)
     assert est.state_dict()["ema"] == pytest.approx({m: 0.7 * ema0[m] + 0.3 * values[m] for m in values})
+
+
+# A response whose rank dynamics are known by hand (D = 2, 17 tokens, default stride 8 ⇒ checkpoints at
+# t = 8 and 16, i.e. the prefixes of 9 and 17 rows). Rows 0–8 are (−4..4, 0): collinear ⇒ ER_1 = 1.
+# Rows 9–16 are (0, ±√7.5), four of each sign: the 17 rows have mean 0 and orthogonal columns with
+# Σx² = 60 = Σy² ⇒ two equal singular values ⇒ ER_2 = ER = 2. ERV = mean(d) = ER_2 − ER_1 = 1; one d
+# only ⇒ ERA = 0. All three are invariant to scaling the states.
+HAND = torch.tensor([[float(x), 0.0] for x in range(-4, 5)] + [[0.0, s * math.sqrt(7.5)] for s in (1, -1) * 4])
+HAND_VALUES = {"er": 2.0, "erv": 1.0, "era": 0.0}
+
+
+def _hand_batch(make_batch, scale=1.0, T=17):
+    h = torch.zeros(2, T, 2)
+    h[:, :17] = HAND * scale
+    return make_batch([1.0, 0.0], [0, 0], lengths=[17, 17], T=T, hidden_BTD=h)
+
+
+def test_effective_rank_hand_dynamics_default_stride(make_batch):
+    for scale in (1.0, 0.01):  # small states: singular values below 1 still count
+        _, m = EffectiveRankBonus()(_hand_batch(make_batch, scale))
+        assert {k: m[f"rank/{k}"] for k in HAND_VALUES} == pytest.approx(HAND_VALUES, abs=1e-5)
+
+
+def test_effective_rank_max_len_keeps_last_rows(make_batch):
+    """max_len = 17 on a 20-token response whose first 3 rows are far away: all indicators are those of
+    the last 17 rows, the hand values."""
+    h = torch.cat([torch.full((3, 2), 50.0), HAND])[None].expand(2, 20, 2).clone()
+    b = make_batch([1.0, 0.0], [0, 0], lengths=[20, 20], T=20, hidden_BTD=h)
+    _, m = EffectiveRankBonus(max_len=17)(b)
+    assert {k: m[f"rank/{k}"] for k in HAND_VALUES} == pytest.approx(HAND_VALUES, abs=1e-5)
+
+
+def test_effective_rank_bonus_defaults_saturation_and_cap(make_batch):
+    """Defaults (scale 1, κ = 2, GRPO with std: A = ±0.5/0.70711 = ±0.70711, cap 0.35355).
+    Baselines = this batch's values ⇒ every dev is 0 ⇒ aux = 0: no bonus, bonus_frac 0.
+    Baselines ER 0 (as upstream's zero-initialised EMA), ERV 1, ERA 0: dev_ER = 2/1e-8 clipped to +5,
+    dev_ERV = dev_ERA = 0 ⇒ β = ½, aux = ½·tanh(5) = 0.49995 > cap ⇒ bonus = 0.35355."""
+    b = _hand_batch(make_batch, T=20)
+    a = 0.5 / math.sqrt(0.5)
+    est = EffectiveRankBonus()
+    _, m0 = est(b)  # first batch: sets the baselines to this batch's values exactly
+    adv, m = est(b)
+    assert m["rank/aux_mean"] == 0.0 and m["rank/bonus_frac"] == 0.0
+    est.load_state_dict({"ema": {"er": 0.0, "erv": 1.0, "era": 0.0}})
+    adv, m = est(b)
+    assert m["rank/aux_mean"] == pytest.approx(0.5 * math.tanh(5.0), abs=1e-6)
+    assert adv[:, :17].flatten().tolist() == pytest.approx([a + a / 2] * 17 + [-a + a / 2] * 17, abs=1e-5)
+    assert adv[:, 17:].tolist() == [[0.0] * 3] * 2
+    assert m["adv/zero_frac"] == 0.0  # over valid tokens only
+    est = EffectiveRankBonus(kappa=4.0, eps=1.0)  # A = ±0.5/(0.70711 + 1) = ±0.29289, cap A/4
+    est.load_state_dict({"ema": {"er": 0.0, "erv": 1.0, "era": 0.0}})
+    adv, _ = est(b)
+    a = 0.5 / (math.sqrt(0.5) + 1.0)
+    assert adv[:, 0].tolist() == pytest.approx([a + a / 4, -a + a / 4], abs=1e-5)
+
+
+def test_effective_rank_dev_clip_at_5(make_batch):
+    """ER baseline 2/11 ⇒ dev_ER = 10, clipped to 5; β = ½ ⇒ aux = 0.1·½·tanh(5) (scale 0.1, uncapped)."""
+    est = EffectiveRankBonus(scale=0.1)
+    est.load_state_dict({"ema": {"er": 2.0 / 11, "erv": 1.0, "era": 0.0}})
+    _, m = est(_hand_batch(make_batch))
+    assert m["rank/aux_mean"] == pytest.approx(0.05 * math.tanh(5.0), abs=1e-7)
+
+
+def test_effective_rank_state_and_errors(make_batch):
+    est = EffectiveRankBonus()
+    assert est.state_dict() == {"ema": None}
+    est.load_state_dict({"ema": None})
+    adv, m = est(_hand_batch(make_batch))
+    assert m["rank/aux_mean"] == 0.0 and est.state_dict()["ema"] == pytest.approx(HAND_VALUES, abs=1e-5)
+    b = _hand_batch(make_batch)
+    b.hidden_BTD = None
+    with pytest.raises(ValueError, match=r"effective_rank needs batch.hidden_BTD \(requires=\{'hidden'\}\)"):
+        est(b)
+    b = _hand_batch(make_batch)
+    b.rewards_B = None
+    with pytest.raises(ValueError, match="advantage 'effective_rank': batch.rewards_B is None"):
+        est(b)
+    EffectiveRankBonus(stride=1, kappa=0.5, ema_alpha=1.0)
+    for kw in ({"stride": 0}, {"kappa": 0.0}, {"ema_alpha": 0.0}, {"ema_alpha": 1.5}):
+        with pytest.raises(ValueError, match=r"need stride >= 1, kappa > 0 and 0 < ema_alpha <= 1"):
+            EffectiveRankBonus(**kw)
+    with pytest.raises(ValueError, match=r"w_explore and w_exploit weigh \(ERA, ERV, ER\): give 3 numbers each"):
+        EffectiveRankBonus(w_explore=(0.0, 1.0))
