@@ -92,5 +92,15 @@ def test_clip_v_component_cap_zero_advantage_and_dtype(make_inputs):
 
 
 def test_clip_v_missing_logits_message(make_inputs):
-    with pytest.raises(ValueError, match=r"clip_v needs logits_BTV \(requires=\{'logits'\}\)"):
+    with pytest.raises(ValueError, match=r"^clip_v needs logits_BTV \(requires=\{'logits'\}\)"):
         TOKEN_WEIGHTS.build("clip_v")(make_inputs([[0.0]], [-1.0]))
+
+
+def test_clip_v_component_default_mu(make_inputs):
+    """80 uniform positions and the rare-token one, A = −1: D = [0]*80 + [x], D/σ_D = 81/√80 = 9.06, so
+    the default μ = 8.5 drops the rare token (μ = 9.5 would keep it); one violator is within the default
+    cap. Kept tokens get 81/80."""
+    logits = torch.tensor([[[0.0, 0.0]] * 80 + [SKEWED]], dtype=torch.float64)
+    logp = [[math.log(0.5)] * 80 + [math.log(0.1)]]
+    w, _ = TOKEN_WEIGHTS.build("clip_v")(make_inputs(logp, [-1.0], logits_BTV=logits))
+    assert w.tolist()[0] == pytest.approx([81 / 80] * 80 + [0.0])

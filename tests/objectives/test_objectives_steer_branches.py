@@ -50,6 +50,11 @@ def test_steer_score_guards():
     ent = torch.tensor([[1.0, float("nan")]], dtype=torch.float64)
     s = steer_score(logp, old, torch.ones(1, 2, dtype=torch.float64), ent)
     assert s.tolist()[0] == pytest.approx([0.25 * (1 - math.log(2)) / 1e-8, 0.0])
+    # p and π_old both underflow (log-prob −1000): p is floored at 1e-8 too, so
+    # Ω = (1e-8/1e-8)·(1 − 1e-8)·(ln 1e-8 + H) with H = 1, not the NaN → 0 of log 0.
+    s = steer_score(torch.full((1, 1), -1000.0, dtype=torch.float64), torch.full((1, 1), -1000.0, dtype=torch.float64),
+                    torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64))
+    assert s.item() == pytest.approx(abs(math.log(1e-8) + 1.0))
 
 
 def test_steer_score_infinite_entropy_scores_zero():
