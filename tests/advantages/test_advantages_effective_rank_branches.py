@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-from entrolab.advantages.effective_rank import EffectiveRankBonus
+from entrolab.advantages.effective_rank import EffectiveRankBonus, aux_signal, rank_dynamics
 
 DEV = {"era": 0.5, "er": 0.5, "erv": -0.25}
 BETA = 1 / (1 + math.exp(-1.0))
@@ -154,7 +154,7 @@ def test_effective_rank_state_and_errors(make_batch):
     assert m["rank/aux_mean"] == 0.0 and est.state_dict()["ema"] == pytest.approx(HAND_VALUES, abs=1e-5)
     b = _hand_batch(make_batch)
     b.hidden_BTD = None
-    with pytest.raises(ValueError, match=r"effective_rank needs batch.hidden_BTD \(requires=\{'hidden'\}\)"):
+    with pytest.raises(ValueError, match=r"^effective_rank needs batch.hidden_BTD \(requires=\{'hidden'\}\)"):
         est(b)
     b = _hand_batch(make_batch)
     b.rewards_B = None
@@ -162,7 +162,33 @@ def test_effective_rank_state_and_errors(make_batch):
         est(b)
     EffectiveRankBonus(stride=1, kappa=0.5, ema_alpha=1.0)
     for kw in ({"stride": 0}, {"kappa": 0.0}, {"ema_alpha": 0.0}, {"ema_alpha": 1.5}):
-        with pytest.raises(ValueError, match=r"need stride >= 1, kappa > 0 and 0 < ema_alpha <= 1"):
+        with pytest.raises(ValueError, match=r"^need stride >= 1, kappa > 0 and 0 < ema_alpha <= 1$"):
             EffectiveRankBonus(**kw)
-    with pytest.raises(ValueError, match=r"w_explore and w_exploit weigh \(ERA, ERV, ER\): give 3 numbers each"):
+    with pytest.raises(ValueError, match=r"^w_explore and w_exploit weigh \(ERA, ERV, ER\): give 3 numbers each"):
         EffectiveRankBonus(w_explore=(0.0, 1.0))
+
+
+def test_aux_signal_defaults_and_lower_clip():
+    """aux_signal's own defaults (gain 2, weights ER/ERV): dev_ERA = 0.5 ⇒ β = σ(1), as in the estimator
+    test above. A deviation of −10 is clipped to −5: ER = −9 against a baseline of 1, β = ½ ⇒
+    aux = ½·tanh(−5)."""
+    ema = {"era": 2.0, "er": 2.0, "erv": 4.0}
+    vals = {"era": 3.0, "er": 3.0, "erv": 3.0}  # devs 0.5, 0.5, −0.25
+    assert aux_signal(vals, ema) == pytest.approx(BETA * math.tanh(0.5) + (1 - BETA) * math.tanh(-0.25))
+    base = {"era": 1.0, "er": 1.0, "erv": 1.0}
+    assert aux_signal({**base, "er": -9.0}, base) == pytest.approx(0.5 * math.tanh(-5.0))
+
+
+def test_rank_dynamics_defaults_and_max_len_512(make_batch):
+    """Default stride 8 gives the hand values (ERV 1, ERA 0) on the 17-row response; default max_len 512:
+    a 520-row response has the same indicators as its last 512 rows."""
+    assert rank_dynamics(HAND) == pytest.approx((1.0, 0.0), abs=1e-5)
+    h = torch.randn(520, 3, generator=torch.Generator().manual_seed(5))
+    h[:8] *= 100.0  # the first rows are far away: including them would change every indicator
+    assert rank_dynamics(h) == rank_dynamics(h[-512:])
+    b_full = make_batch([1.0, 0.0], [0, 0], lengths=[520, 520], T=520, hidden_BTD=h[None].expand(2, 520, 3).clone())
+    b_tail = make_batch([1.0, 0.0], [0, 0], lengths=[512, 512], T=512,
+                        hidden_BTD=h[-512:][None].expand(2, 512, 3).clone())
+    _, m_full = EffectiveRankBonus()(b_full)
+    _, m_tail = EffectiveRankBonus()(b_tail)
+    assert [m_full[f"rank/{k}"] for k in HAND_VALUES] == [m_tail[f"rank/{k}"] for k in HAND_VALUES]

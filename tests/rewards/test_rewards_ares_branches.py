@@ -136,6 +136,7 @@ def test_ares_dynamic_kl_update_every_and_dead_zone(make_batch):
     assert sh.state_dict()["kl"]["log_beta"]["easy"] == 0.0
     sh(b.rewards_B, b, None)
     assert sh.state_dict()["kl"]["log_beta"]["easy"] == pytest.approx(0.05 * -0.0591)
+    assert sh.state_dict()["kl"]["calls"] == 2
     b2 = _batch(make_batch, RELAX_GROUPS, ref_logp=-1.0)
     dead = _shaper(dynamic_kl=True, kl_target=(math.exp(-1.0) / 1.01))  # k3(δ=1) = e^−1
     dead(b2.rewards_B, b2, None)
@@ -218,11 +219,51 @@ def test_ares_defaults_and_validation():
     sh = SHAPERS.build("ares_hwe")
     assert sh.window == 4 and sh.requires == frozenset()
     for kw, msg in [({"window": 0}, "window must be >= 1, got 0"),
-                    ({"tau_decay": 1.0}, r"tau_decay and target_decay must be in \[0, 1\)"),
+                    ({"tau_decay": 1.0}, r": tau_decay and target_decay must be in \[0, 1\)$"),
                     ({"target_decay": 1.0}, r"tau_decay and target_decay must be in \[0, 1\)"),
                     ({"tau_decay": 1.5}, "tau_decay"), ({"target_decay": 1.5}, "target_decay"),
-                    ({"kl_target": 0.0}, "kl_target must be > 0 and kl_update_every >= 1"),
+                    ({"kl_target": 0.0}, ": kl_target must be > 0 and kl_update_every >= 1$"),
                     ({"kl_update_every": 0}, "kl_target must be > 0")]:
         with pytest.raises(ValueError, match=msg):
             SHAPERS.build("ares_hwe", kw)
     SHAPERS.build("ares_hwe", {"tau_decay": 0.0, "target_decay": 0.0})
+
+
+def test_ares_lexicon_word_at_text_start_is_token_0(make_batch):
+    """The first token starts at character 0: "actually" at the start is window 0. Entropies
+    [0, 1, 1, 1, 0, …] with window 3 and τ = 0.8: ē_0 = 1 triggers, ē_1 = 2/3 does not ⇒ N = 1."""
+    ent = torch.zeros(1, 12)
+    ent[0, 1:4] = 1.0
+    b = make_batch([1.0], [0], lengths=[12], T=12, texts=["actually so"], entropy_BT=ent, correct=[True])
+    _, m = _shaper({"tau": 0.8}, window=3, lexicon=["actually"])(b.rewards_B, b, None)
+    assert m["ares/hwe_mean"] == 1.0
+
+
+def test_ares_missing_inputs_messages(make_batch):
+    b = _batch(make_batch, RELAX_GROUPS)
+    b.entropy_BT = None
+    with pytest.raises(ValueError, match=r"^ares_hwe needs batch.entropy_BT \(behaviour-policy token entropies\)$"):
+        _shaper()(b.rewards_B, b, None)
+    b = _batch(make_batch, RELAX_GROUPS)  # no ref_logp_BT
+    with pytest.raises(ValueError, match="^ares_hwe with dynamic_kl needs batch.old_logp_BT and batch.ref_logp_BT$"):
+        _shaper(dynamic_kl=True)(b.rewards_B, b, None)
+
+
+def test_ares_sequence_kl_per_bucket_masked_and_clamped(make_batch):
+    """k3 per token is e^−δ − 1 + δ with δ = old − ref clamped to [−20, 20]; the sequence KL is its mean
+    over valid tokens and the bucket KL the mean over the bucket's sequences; the KL EMA starts at the
+    first value and then moves by 3 %.
+    Easy group (2 ✓, 1 ✗): δ = 30 → 20 on every token ⇒ KL_easy = e^−20 + 19 for rows of 1 and 3 valid tokens.
+    Hard group (2 ✗): δ = −30 → −20 ⇒ KL_hard = e^20 − 21. A second call with δ = 0 everywhere moves both
+    EMAs to 0.97·KL."""
+    groups = [[(True, [0.0]), (True, [0.0, 1.0, 1.0]), (False, [0.0, 1.0, 1.0])], [(False, [0.0, 1.0, 1.0])] * 2]
+    b = _batch(make_batch, groups)
+    b.ref_logp_BT = torch.tensor([[-30.0] * 3] * 3 + [[30.0] * 3] * 2)
+    b.ref_logp_BT[0, 1:] = 99.0  # padding: must not enter the mean
+    sh = _shaper(dynamic_kl=True)
+    sh(b.rewards_B, b, None)
+    kl_easy, kl_hard = math.exp(-20) + 19, math.exp(20) - 21
+    assert sh.state_dict()["kl"]["kl_ema"] == pytest.approx({"easy": kl_easy, "hard": kl_hard}, rel=1e-6)
+    b.ref_logp_BT = torch.zeros(5, 3)
+    sh(b.rewards_B, b, None)
+    assert sh.state_dict()["kl"]["kl_ema"] == pytest.approx({"easy": 0.97 * kl_easy, "hard": 0.97 * kl_hard}, rel=1e-6)
