@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import entrolab.objectives  # noqa: F401
-from entrolab.objectives.surrogates import LOG_RATIO_CLAMP, PPOClip, log_ratio, ppo_clip_loss
+from entrolab.objectives.surrogates import LOG_RATIO_CLAMP, PPOClip, log_ratio, ppo_clip_loss, ratio_metrics
 from entrolab.registry import SURROGATES
 
 
@@ -67,3 +67,15 @@ def test_ppo_rejects_mismatched_shapes(make_inputs, bad):
         inp.mask_BT, name = torch.ones(1, 1, dtype=torch.bool), "mask_BT"
     with pytest.raises(ValueError, match=f"{name} has shape"):
         SURROGATES.build("ppo_clip")(inp)
+
+
+def test_ppo_zero_advantage_is_never_clipped_and_clamp_passthrough():
+    """A = 0 tokens carry no loss: never counted as clipped, whatever r. The log-ratio clamp is passed
+    on: with clamp = 1, δ = 2 gives r = e (not e²), so A = −1 costs max(e, 0.8) = e; ratio_metrics uses
+    the same clamp; the ratio is returned for the caller."""
+    loss, aux = ppo_clip_loss(_t([math.log(0.5), math.log(1.5)]), _t([0.0, 0.0]), _t([0.0, 0.0]))
+    assert aux["clip_low"].tolist() == [[False, False]] and aux["clip_high"].tolist() == [[False, False]]
+    loss, aux = ppo_clip_loss(_t([2.0]), _t([0.0]), _t([-1.0]), clamp=1.0)
+    assert loss.item() == pytest.approx(math.e) and aux["ratio_BT"].item() == pytest.approx(math.e)
+    m = ratio_metrics(_t([2.0]), _t([0.0]), torch.ones(1, 1, dtype=torch.bool), clamp=1.0)
+    assert m["policy/ratio_mean"] == pytest.approx(math.e)
