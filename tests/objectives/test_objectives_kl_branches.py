@@ -41,6 +41,6 @@ def test_kl_to_ref_messages(make_inputs):
     with pytest.raises(ValueError, match=r"^kl_to_ref needs ref_logp_BT \(requires=\{'ref_logp'\}\); "
                                          r"the trainer did not provide it$"):
         REGULARIZERS.build("kl_to_ref")(inp)
-    inp = make_inputs([[1.0, 1.0]] * 2, [1.0, 1.0], ref_logp_BT=[[0.0, 0.0]] * 2, kl_weight_B=torch.ones(3))
+    inp = make_inputs([[1.0] * 3] * 2, [1.0, 1.0], ref_logp_BT=[[0.0] * 3] * 2, kl_weight_B=torch.ones(3))
     with pytest.raises(ValueError, match=r"has shape \(3,\), expected \(2,\) \(one weight per sequence\)"):
         REGULARIZERS.build("kl_to_ref")(inp)
