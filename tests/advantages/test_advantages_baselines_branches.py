@@ -52,6 +52,9 @@ def test_reinforce_pp_component_uses_k1_kl_and_whiten_eps(make_batch):
     assert not torch.allclose(adv, reinforce_pp_advantage(b.rewards_B, b.mask_BT, kl_coef=0.0, whiten_eps=0.3))
     valid = ref[b.mask_BT]
     assert m["adv/mean"] == pytest.approx(float(valid.mean()), abs=1e-6)
+    assert m["adv/zero_frac"] == 0.0  # padded zeros are not counted
+    with pytest.raises(ValueError, match="kl_coef must be >= 0, got -1"):
+        ADVANTAGES.build("reinforce_pp", {"kl_coef": -1.0})
     assert ADVANTAGES.build("reinforce_pp").requires == frozenset()
     b.ref_logp_BT = None
     with pytest.raises(ValueError, match="^reinforce_pp: kl_coef > 0 needs batch.old_logp_BT and batch.ref_logp_BT$"):
@@ -72,3 +75,12 @@ def test_missing_rewards_name_the_estimator(make_batch, name):
     b.rewards_B = None
     with pytest.raises(ValueError, match=rf"^advantage '{name}': batch.rewards_B is None"):
         ADVANTAGES.build(name)(b)
+
+
+@pytest.mark.parametrize("name", ["reinforce_pp", "reinforce_pp_baseline"])
+def test_whiten_eps_default_is_1e_8(make_batch, name):
+    """Default whiten_eps 1e-8: the valid tokens come out with (unbiased, as verl's masked_whiten) std 1."""
+    b = _batch(make_batch)
+    adv, _ = ADVANTAGES.build(name)(b)
+    valid = adv[b.mask_BT].double()
+    assert float(valid.std(unbiased=True)) == pytest.approx(1.0, abs=1e-6)
