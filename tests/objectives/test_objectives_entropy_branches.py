@@ -3,7 +3,6 @@ controller's bounds and tie, the step accumulator, validation messages, state wi
 
 from __future__ import annotations
 
-
 import pytest
 
 import entrolab.objectives  # noqa: F401
