@@ -51,3 +51,7 @@ def test_copo_errors(make_batch):
         ADVANTAGES.build("copo")(b)
     with pytest.raises(ValueError, match="gate must be one of"):
         ADVANTAGES.build("copo", {"gate": "nope"})
+    b = _batch(make_batch)
+    b.rewards_B = None
+    with pytest.raises(ValueError, match="^advantage 'copo': batch.rewards_B is None"):
+        ADVANTAGES.build("copo")(b)
