@@ -17,7 +17,8 @@ import math
 import pytest
 import torch
 
-from entrolab.advantages.effective_rank import EffectiveRankBonus, aux_signal, rank_dynamics
+from entrolab.advantages.effective_rank import EffectiveRankBonus, aux_signal
+from entrolab.diagnostics.rank import effective_rank_dynamics
 
 DEV = {"era": 0.5, "er": 0.5, "erv": -0.25}
 BETA = 1 / (1 + math.exp(-1.0))
@@ -88,9 +89,10 @@ def test_effective_rank_ema_updated_after_use(make_batch):
 # t = 8 and 16, i.e. the prefixes of 9 and 17 rows). Rows 0–8 are (−4..4, 0): collinear ⇒ ER_1 = 1.
 # Rows 9–16 are (0, ±√7.5), four of each sign: the 17 rows have mean 0 and orthogonal columns with
 # Σx² = 60 = Σy² ⇒ two equal singular values ⇒ ER_2 = ER = 2. ERV = mean(d) = ER_2 − ER_1 = 1; one d
-# only ⇒ ERA = 0. All three are invariant to scaling the states.
+# only ⇒ ERA undefined (NaN: the estimator leaves it out of its metrics and keeps its ERA baseline).
+# All are invariant to scaling the states.
 HAND = torch.tensor([[float(x), 0.0] for x in range(-4, 5)] + [[0.0, s * math.sqrt(7.5)] for s in (1, -1) * 4])
-HAND_VALUES = {"er": 2.0, "erv": 1.0, "era": 0.0}
+HAND_VALUES = {"er": 2.0, "erv": 1.0}
 
 
 def _hand_batch(make_batch, scale=1.0, T=17):
@@ -106,12 +108,14 @@ def test_effective_rank_hand_dynamics_default_stride(make_batch):
 
 
 def test_effective_rank_max_len_keeps_last_rows(make_batch):
-    """max_len = 17 on a 20-token response whose first 3 rows are far away: all indicators are those of
-    the last 17 rows, the hand values."""
+    """max_len = 17 on a 20-token response whose first 3 rows are far away: ERV (and the undefined ERA)
+    are those of the last 17 rows, the hand values; ER is over the whole response (rows far away
+    ⇒ not 2)."""
     h = torch.cat([torch.full((3, 2), 50.0), HAND])[None].expand(2, 20, 2).clone()
     b = make_batch([1.0, 0.0], [0, 0], lengths=[20, 20], T=20, hidden_BTD=h)
     _, m = EffectiveRankBonus(max_len=17)(b)
-    assert {k: m[f"rank/{k}"] for k in HAND_VALUES} == pytest.approx(HAND_VALUES, abs=1e-5)
+    assert m["rank/erv"] == pytest.approx(1.0, abs=1e-5) and "rank/era" not in m
+    assert abs(m["rank/er"] - 2.0) > 0.1
 
 
 def test_effective_rank_bonus_defaults_saturation_and_cap(make_batch):
@@ -151,7 +155,9 @@ def test_effective_rank_state_and_errors(make_batch):
     assert est.state_dict() == {"ema": None}
     est.load_state_dict({"ema": None})
     adv, m = est(_hand_batch(make_batch))
-    assert m["rank/aux_mean"] == 0.0 and est.state_dict()["ema"] == pytest.approx(HAND_VALUES, abs=1e-5)
+    ema = est.state_dict()["ema"]
+    assert m["rank/aux_mean"] == 0.0 and math.isnan(ema.pop("era"))
+    assert ema == pytest.approx(HAND_VALUES, abs=1e-5)
     b = _hand_batch(make_batch)
     b.hidden_BTD = None
     with pytest.raises(ValueError, match=r"^effective_rank needs batch.hidden_BTD \(requires=\{'hidden'\}\)"):
@@ -179,16 +185,19 @@ def test_aux_signal_defaults_and_lower_clip():
     assert aux_signal({**base, "er": -9.0}, base) == pytest.approx(0.5 * math.tanh(-5.0))
 
 
-def test_rank_dynamics_defaults_and_max_len_512(make_batch):
-    """Default stride 8 gives the hand values (ERV 1, ERA 0) on the 17-row response; default max_len 512:
-    a 520-row response has the same indicators as its last 512 rows."""
-    assert rank_dynamics(HAND) == pytest.approx((1.0, 0.0), abs=1e-5)
+def test_rank_dynamics_estimator_stride_and_max_len_512(make_batch):
+    """The estimator's stride 8 gives the hand values (ER 2, ERV 1) on the 17-row response, whose two
+    checkpoints leave ERA undefined (NaN: one velocity increment); default max_len 512: a 520-row
+    response has the same indicators as its last 512 rows."""
+    dyn = effective_rank_dynamics(HAND, stride=8)
+    assert (dyn["er"], dyn["erv"]) == pytest.approx((2.0, 1.0), abs=1e-5) and math.isnan(dyn["era"])
     h = torch.randn(520, 3, generator=torch.Generator().manual_seed(5))
-    h[:8] *= 100.0  # the first rows are far away: including them would change every indicator
-    assert rank_dynamics(h) == rank_dynamics(h[-512:])
+    h[:8] *= 100.0  # the first rows are far away: including them would change ERV and ERA
+    full, tail = effective_rank_dynamics(h, stride=8), effective_rank_dynamics(h[-512:], stride=8)
+    assert (full["erv"], full["era"]) == (tail["erv"], tail["era"])
     b_full = make_batch([1.0, 0.0], [0, 0], lengths=[520, 520], T=520, hidden_BTD=h[None].expand(2, 520, 3).clone())
     b_tail = make_batch([1.0, 0.0], [0, 0], lengths=[512, 512], T=512,
                         hidden_BTD=h[-512:][None].expand(2, 512, 3).clone())
     _, m_full = EffectiveRankBonus()(b_full)
     _, m_tail = EffectiveRankBonus()(b_tail)
-    assert [m_full[f"rank/{k}"] for k in HAND_VALUES] == [m_tail[f"rank/{k}"] for k in HAND_VALUES]
+    assert [m_full[f"rank/{k}"] for k in ("erv", "era")] == [m_tail[f"rank/{k}"] for k in ("erv", "era")]

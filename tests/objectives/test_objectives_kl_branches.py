@@ -35,8 +35,10 @@ def test_kl_to_ref_default_beta_and_zero(make_inputs):
 def test_kl_to_ref_messages(make_inputs):
     with pytest.raises(ValueError, match="beta must be >= 0, got -1"):
         REGULARIZERS.build("kl_to_ref", {"beta": -1.0})
+    with pytest.raises(ValueError, match="estimator: expected one of 'k1', 'k2', 'k3', got 'k4'"):
+        REGULARIZERS.build("kl_to_ref", {"estimator": "k4"})  # the registry's annotation check
     with pytest.raises(ValueError, match="estimator must be one of k1, k2, k3, got 'k4'"):
-        REGULARIZERS.build("kl_to_ref", {"estimator": "k4"})
+        REGULARIZERS.get("kl_to_ref").factory(estimator="k4")  # the component's own check
     inp = make_inputs([[1.0, 1.0]] * 2, [1.0, 1.0])
     with pytest.raises(ValueError, match=r"^kl_to_ref needs ref_logp_BT \(requires=\{'ref_logp'\}\); "
                                          r"the trainer did not provide it$"):

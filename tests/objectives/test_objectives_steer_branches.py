@@ -101,8 +101,10 @@ def test_steer_rejects_mismatched_shapes(make_inputs, bad):
 def test_steer_constructor_validation():
     """Messages name the rule; λ_min = λ_max and λ_min = 1 in exp mode are allowed, λ_min = 0 is not,
     and λ_min > 1 is refused only in exp mode (whose weights are capped at 1)."""
+    with pytest.raises(ValueError, match="mode: expected one of 'linear', 'exp', got 'cosine'"):
+        TOKEN_WEIGHTS.build("steer", {"mode": "cosine"})  # the registry's annotation check
     with pytest.raises(ValueError, match="mode must be 'linear' or 'exp', got 'cosine'"):
-        TOKEN_WEIGHTS.build("steer", {"mode": "cosine"})
+        TOKEN_WEIGHTS.get("steer").factory(mode="cosine")  # the component's own check
     with pytest.raises(ValueError, match="need 0 < lambda_min <= lambda_max, got 0.0, 1.2"):
         TOKEN_WEIGHTS.build("steer", {"lambda_min": 0.0})
     with pytest.raises(ValueError, match="exp mode needs lambda_min <= 1, got 1.5"):
