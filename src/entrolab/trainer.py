@@ -247,17 +247,18 @@ class Trainer:
         side = any(callable(getattr(obj, "side_rollouts", None)) for _, obj in self.comps.keyed())
         return not one_step or side or bool({"old_stats", "hidden"} & self.requires)
 
-    def score(self, batch: RolloutBatch) -> None:
+    def score(self, batch: RolloutBatch, *, rescore: bool | None = None) -> None:
         """Behaviour log-probs/entropies from a no-grad forward of the policy (the same weights and
-        batch as the update's first forward, so on-policy ratios are 1) unless ``rescoring_needed``
-        says the update's own forward can provide them (then they are None until the update), the
+        batch as the update's first forward, so on-policy ratios are 1) unless ``rescore`` is False
+        or, when None, ``rescoring_needed`` says the update's own forward can provide them (then they
+        are None until the update; ``rescore=True`` forces the forward, for tools and tests), the
         reference log-probs if asked, and log-probs at each temperature a component asks for
         (``scoring_temperatures`` hook) in ``extras[logp_at_temperature_key(τ)]``."""
         from entrolab.models.loading import reference_policy
 
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         with torch.no_grad(), self._amp():
-            if self.rescoring_needed(batch):
+            if self.rescoring_needed(batch) if rescore is None else rescore:
                 out = completion_stats(self.model, *args, temperature=batch.temperature,
                                        need_hidden="hidden" in self.requires)
                 batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
