@@ -16,7 +16,7 @@ from test_trainer import recipe, weights
 
 pytest.importorskip("peft")
 
-from entrolab.models.loading import apply_lora, reference_policy  # noqa: E402
+from entrolab.models.loading import apply_lora, enable_activation_checkpointing, reference_policy  # noqa: E402
 
 LORA = {"model.lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}}
 
@@ -43,7 +43,7 @@ def test_lora_zero_B_first_forward_equals_base(tiny_lm):
     """B is initialised to 0, so W + (α/r)·B·A = W: log-probs and entropies are bit-identical."""
     base, tok = tiny_lm
     lora = apply_lora(copy.deepcopy(base), r=4, alpha=8)
-    assert all(float(p.abs().max()) == 0 for n, p in lora.named_parameters() if "lora_B" in n)
+    assert all(float(p.detach().abs().max()) == 0 for n, p in lora.named_parameters() if "lora_B" in n)
     a, b = _stats(base, tok), _stats(lora, tok)
     assert torch.equal(a.logp_BT, b.logp_BT) and torch.equal(a.entropy_BT, b.entropy_BT)
 
@@ -95,6 +95,23 @@ def test_lora_only_adapters_train_and_ref_is_not_a_second_model(tmp_path):
     assert lines[0]["kl/ref_k1"] == pytest.approx(0.0, abs=1e-6)  # step 1: adapters still 0
 
 
+def test_item_e_lora_and_checkpointing_in_recipe_and_key_numbers(tmp_path):
+    """The resolved recipe and the report's key numbers state the LoRA and checkpointing choices."""
+    import yaml
+
+    from entrolab.report.rundata import load_run
+    from entrolab.report.run_report import key_numbers
+
+    run_dir = Trainer(recipe(tmp_path, "e", **LORA, **{"train.steps": 1, "train.gradient_checkpointing": True}),
+                      progress=False).train()
+    resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert resolved["model"]["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
+    assert resolved["train"]["gradient_checkpointing"] is True
+    rows = {r[0]: r[2] for r in key_numbers(load_run(run_dir))[1]}
+    assert rows["fine-tuning"] == "LoRA r=4, alpha=8.0, dropout=0.0, modules=all-linear"
+    assert rows["gradient checkpointing"] == "on"
+
+
 def test_lora_resume_gives_identical_adapters(tmp_path):
     """3 steps + --resume + 3 steps == 6 straight steps, bit for bit, with LoRA."""
     over = {**LORA, "train.updates_per_batch": 2, "train.mini_batch_size": 8}
@@ -130,7 +147,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm, lora):
     """Recomputing activations in backward (HF gradient_checkpointing_enable) gives the gradients of
     the plain backward: same ops, same order, so equal to float rounding (atol 1e-7)."""
     base, tok = tiny_lm
-    grads = []
+    grads, saved = [], []
     for ckpt in (False, True):
         torch.manual_seed(1)
         model = copy.deepcopy(base)
@@ -141,12 +158,21 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm, lora):
                     if "lora_B" in n:
                         p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
         if ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         model.train()
-        out = completion_stats(model, *_inputs(tok), temperature=1.0)
+        n_saved = [0]
+
+        def pack(t, n_saved=n_saved):
+            n_saved[0] += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = completion_stats(model, *_inputs(tok), temperature=1.0)
+        saved.append(n_saved[0])
         mask = _inputs(tok)[3]
         ((out.logp_BT * mask).sum() + (out.entropy_BT * mask).sum()).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert saved[1] < saved[0], saved  # the decoder layer's activations really were not kept
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=0, atol=1e-7)
@@ -155,5 +181,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_lm, lora):
 def test_gradient_checkpointing_switch_reaches_the_model(tmp_path):
     trainer = Trainer(recipe(tmp_path, "gc", **{"train.gradient_checkpointing": True, "train.steps": 1}),
                       progress=False)
-    assert trainer.model.is_gradient_checkpointing
-    assert not Trainer(recipe(tmp_path, "plain", **{"train.steps": 1}), progress=False).model.is_gradient_checkpointing
+    assert _checkpointing(trainer.model)
+    assert not _checkpointing(Trainer(recipe(tmp_path, "plain", **{"train.steps": 1}), progress=False).model)
+
+
+def _checkpointing(model) -> bool:
+    # transformers 5 renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(model.is_gradient_checkpointing)

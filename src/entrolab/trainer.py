@@ -150,7 +150,7 @@ class Trainer:
     def _load_policy(self, init_path: Path, latest: Path | None) -> tuple[Any, Any]:
         """The policy to train: the newest checkpoint's weights, or the initial ones; with ``model.lora``
         the initial (base) weights plus fresh adapters, or the checkpoint's adapters on a resume."""
-        from entrolab.models.loading import ADAPTER_DIR, apply_lora, load_policy
+        from entrolab.models.loading import ADAPTER_DIR, apply_lora, enable_activation_checkpointing, load_policy
 
         m = self.recipe.model
         weights = init_path if m.lora is not None else (latest or init_path)
@@ -161,9 +161,7 @@ class Trainer:
                                target_modules=m.lora.target_modules,
                                adapter_path=latest / ADAPTER_DIR if latest else None)
         if self.recipe.train.gradient_checkpointing:
-            # Non-reentrant checkpointing: gradients reach the adapters even though the frozen
-            # embeddings' outputs do not require grad. HF applies it in train mode only (the update).
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         return model, tokenizer
 
     def _resume_point(self) -> tuple[Path, tuple[dict[str, Any], dict[str, Any]]]:

@@ -243,3 +243,15 @@ def save_model(model: torch.nn.Module, folder: str | Path) -> None:
         return
     model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model), safe_serialization=True)
     model.save_pretrained(Path(folder) / ADAPTER_DIR, safe_serialization=True)
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward instead of storing them (less memory,
+    about one more forward per update). Non-reentrant checkpointing, so gradients reach LoRA adapters
+    although the frozen embeddings' outputs do not require grad. HF applies it in train mode only,
+    i.e. to the update's forward, not to sampling or scoring. (transformers 5 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``; both are accepted.)"""
+    if callable(getattr(model, "activation_checkpointing_enable", None)):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
