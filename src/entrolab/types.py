@@ -43,7 +43,8 @@ Optional hooks any component may define (the trainer calls them without knowing 
   for statistics whose scope is the rollout batch (perplexity_position's group min-max, clip_b's
   μ_S/σ_S), which must not depend on ``mini_batch_size``/``micro_batch_size``. Writing a key that
   already exists is an error. The statistics see the batch before the update (behaviour
-  ``old_logp_BT``/``entropy_BT``), not the policy as it moves during the update. Before the hooks
+  ``old_logp_BT``/``entropy_BT``; a hook that reads them declares ``requires ⊇ {"old_stats"}``,
+  see ``REQUIREMENTS``), not the policy as it moves during the update. Before the hooks
   run, a ``extras["reinforce_mask_BT"]`` (``REINFORCE_MASK_KEY``; bool, True = reinforce) left by
   any stage zeroes ``adv_BT`` on its False tokens (the likelihood reward reinforces the CoT only).
 * **Aggregation binding**: ``bind_aggregation(aggregation)`` is called once by ``build_components``
