@@ -190,3 +190,17 @@ def _checkpointing(model) -> bool:
     if hasattr(model, "is_activation_checkpointing"):
         return bool(model.is_activation_checkpointing)
     return bool(model.is_gradient_checkpointing)
+
+
+def test_lora_recipe_block_is_strict_and_peft_missing_is_named(tiny_lm, monkeypatch):
+    import sys
+
+    from entrolab.config import load_recipe
+    from entrolab.registry import ConfigError
+
+    assert load_recipe({"name": "x"}, []).model.lora is None  # default: full fine-tuning
+    with pytest.raises(Exception, match=r"model\.lora\.rank"):
+        load_recipe({"name": "x", "model": {"lora": {"rank": 4}}}, [])
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if the optional package were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'entrolab\[lora\]'"):
+        apply_lora(copy.deepcopy(tiny_lm[0]))
