@@ -1,7 +1,8 @@
 """The RL trainer: one loop that composes the recipe's components for any HF causal LM.
 
 Reads top to bottom: per step, sample prompts → roll out G completions each → score them
-(behaviour and, if asked, reference log-probs and log-probs at extra temperatures) → verify →
+(behaviour log-probs, unless the update's own forward provides them exactly, see
+``Trainer.rescoring_needed``; if asked, reference log-probs and log-probs at extra temperatures) → verify →
 rewards → advantages → extra sampling passes, merged into the update batch → batch-scope statistics
 (``prepare_batch`` hooks) → policy update →
 component hooks → log → (eval, checkpoint). It never branches on a method's name: everything
@@ -111,7 +112,8 @@ class Trainer:
                 obj.bind_policy(self.model, self.tokenizer)
 
         o = recipe.optim
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        self.optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, steps=recipe.train.steps, warmup=o.warmup_steps, schedule=o.schedule,
