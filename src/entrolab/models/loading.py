@@ -238,11 +238,12 @@ def save_model(model: torch.nn.Module, folder: str | Path) -> None:
     to continue exactly. (In a sub-folder: an ``adapter_config.json`` next to ``config.json`` makes
     ``from_pretrained`` load the adapter's base model instead of the merged weights.)
     """
-    if not is_lora(model):
-        model.save_pretrained(folder, safe_serialization=True)
-        return
-    model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model), safe_serialization=True)
-    model.save_pretrained(Path(folder) / ADAPTER_DIR, safe_serialization=True)
+    with quiet_hf_progress():
+        if not is_lora(model):
+            model.save_pretrained(folder, safe_serialization=True)
+            return
+        model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model), safe_serialization=True)
+        model.save_pretrained(Path(folder) / ADAPTER_DIR, safe_serialization=True)
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
