@@ -69,7 +69,7 @@ def _batch(make_batch, stats: str):
 
 def _pre_update_outputs(stage, name, params, batch, tiny_lm, tiny_rm):
     """Everything the component returns before the policy update, as a flat list of tensors/floats."""
-    if name == "reward_model" or (stage, name) == ("rewards", "reward_model"):
+    if (stage, name) == ("rewards", "reward_model"):
         params = {"path": str(tiny_rm[0])}
     comp = STAGES[stage].build(name, params)
     for member in [comp, *(fn for _, fn in getattr(comp, "members", []))]:
@@ -100,6 +100,7 @@ def test_item_c_component_reading_old_stats_declares_it(stage, name, params, mak
         pytest.skip(f"declares {sorted(declared)}: the trainer re-scores the batch for it")
     runs = [_pre_update_outputs(stage, name, params, _batch(make_batch, s), tiny_lm, tiny_rm)[1]
             for s in ("nan", "1", "2")]
+    assert len(runs[0]) == len(runs[1]) == len(runs[2])
     for outs in runs:
         for v in outs:
             assert torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all(), (stage, name, outs)
