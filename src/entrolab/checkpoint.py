@@ -247,17 +247,20 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir()
         current = str(tmp / "model.safetensors")
-        model.save_pretrained(tmp, safe_serialization=True)
+        from entrolab.models.loading import save_model  # (imports transformers: only when writing)
+
+        save_model(model, tmp)  # merged weights (+ the adapters) for a LoRA policy
         current = str(tmp / "tokenizer files")
         tokenizer.save_pretrained(tmp)
         for name, obj in (("trainer_state.pt", trainer_state), ("components.pt", components_state)):
             current = str(tmp / name)
             torch.save(obj, tmp / name)
         current = str(tmp / MANIFEST)
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(tmp.iterdir()) if p.is_file()}
+        # Files in sub-folders too (a LoRA policy's adapter/), by their path relative to the checkpoint.
+        files = {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "run_id": run_id, "files": files}, indent=1))
-        for p in tmp.iterdir():  # data on disk before the rename makes it visible (ext4/xfs reorder otherwise)
+        for p in tmp.rglob("*"):  # data on disk before the rename makes it visible (ext4/xfs reorder otherwise)
             _fsync(p)
         _fsync(tmp)
     except (OSError, RuntimeError) as err:

@@ -71,6 +71,15 @@ def _component(v: Any, default_name: str | None = None) -> dict[str, Any]:
     return dict(v)
 
 
+class LoraCfg(_Strict):
+    """LoRA adapters (arXiv 2106.09685) through the optional ``peft`` package (docs/real-models.md)."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / r
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"  # peft's names; "all-linear" = every linear but the head
+
+
 class ModelCfg(_Strict):
     """Which policy to train. ``path`` is any HF causal-LM folder; ``testbed`` builds one from scratch."""
 
@@ -79,6 +88,7 @@ class ModelCfg(_Strict):
     testbed_size: Literal["tiny", "small"] | None = None  # random init, char tokenizer (tests)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template
+    lora: LoraCfg | None = None  # None = full fine-tuning; else train LoRA adapters only
 
 
 class RolloutCfg(_Strict):
@@ -144,6 +154,7 @@ class TrainCfg(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", True, False] = "auto"
     dump_rollouts_every: int = Field(5, ge=0)  # write rollouts.jsonl for `entrolab diagnose`; 0 = never
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory, ~1 more forward)
 
 
 class EvalCfg(_Strict):

@@ -72,9 +72,9 @@ def micro_batch_loss(
     num_seqs: float,
     generator: torch.Generator | None,
     requires: set[str],
-) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
     """Loss of rows ``idx_B`` of ``batch`` (already scaled for accumulation), its metrics, and the
-    detached log-probs ``logp_BT`` of those rows under the current policy."""
+    detached log-probs ``logp_BT`` and entropies ``entropy_BT`` of those rows under the current policy."""
     device = next(model.parameters()).device
     mask_BT = batch.mask_BT[idx_B].to(device)
     fwd = completion_stats(
@@ -86,8 +86,12 @@ def micro_batch_loss(
     def rows(t):
         return None if t is None else t[idx_B].to(device)
 
+    # No re-scoring forward (``batch.old_logp_BT`` None, allowed only for one optimizer step, see
+    # ``update_policy``): this forward runs before the batch's only optimizer step, so it *is* the
+    # behaviour policy's and its detached log-probs are old_logp exactly.
+    old_logp_BT = rows(batch.old_logp_BT) if batch.old_logp_BT is not None else fwd.logp_BT.detach()
     inp = PolicyInputs(
-        logp_BT=fwd.logp_BT, old_logp_BT=rows(batch.old_logp_BT), adv_BT=rows(batch.adv_BT),
+        logp_BT=fwd.logp_BT, old_logp_BT=old_logp_BT, adv_BT=rows(batch.adv_BT),
         mask_BT=mask_BT, entropy_BT=fwd.entropy_BT, rewards_B=rows(batch.rewards_B),
         group_id_B=rows(batch.group_id_B), ref_logp_BT=rows(batch.ref_logp_BT),
         logits_BTV=fwd.logits_BTV, hidden_BTD=fwd.hidden_BTD, step=batch.step, generator=generator,
@@ -114,7 +118,7 @@ def micro_batch_loss(
                              f"{tuple(reg_out.shape)}; expected a 0-dim scalar or {tuple(loss_BT.shape)}")
         metrics.update(m)
     loss = comps.aggregation(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
-    return loss + scalar_share(len(idx_B), num_seqs) * scalar, metrics, logp_BT
+    return loss + scalar_share(len(idx_B), num_seqs) * scalar, metrics, logp_BT, fwd.entropy_BT.detach()
 
 
 def scalar_share(micro_seqs: int, num_seqs: float) -> float:
@@ -145,6 +149,11 @@ def update_policy(
 
     Sets ``batch.extras["policy_logp_BT"]`` ([B, T] float32 CPU, 0 on pads): each row's log-probs
     from the last pass's forward, i.e. under the policy just before the optimizer step that used it.
+
+    ``batch.old_logp_BT`` None means the trainer skipped the re-scoring forward: then exactly one
+    optimizer step may use the batch (else raises ``ValueError``), each micro-batch's own forward
+    provides old_logp, and afterwards ``batch.old_logp_BT``/``batch.entropy_BT`` hold that forward's
+    log-probs/entropies (the behaviour policy's: the forward precedes the only step).
     """
     B = batch.batch_size
     mb = min(settings.mini_batch_size or B, B)
@@ -155,6 +164,11 @@ def update_policy(
     means = MetricMean()
     n_opt_steps = 0
     policy_logp_BT = torch.zeros(batch.mask_BT.shape, dtype=torch.float32)
+    rescored = batch.old_logp_BT is not None
+    if not rescored and (settings.updates_per_batch != 1 or mb < B):
+        raise ValueError("batch.old_logp_BT is None (re-scoring skipped) but the update takes more than one "
+                         f"optimizer step (updates_per_batch={settings.updates_per_batch}, mini-batch {mb} of {B})")
+    entropy_BT = None if rescored else torch.zeros(batch.mask_BT.shape, dtype=torch.float32)
     model.train()
     for epoch in range(settings.updates_per_batch):
         order_B = torch.randperm(B, generator=generator, device=generator.device).cpu() if mb < B else torch.arange(B)
@@ -167,10 +181,12 @@ def update_policy(
             for ms in range(0, len(idx_M), micro):
                 idx_U = idx_M[ms:ms + micro]
                 with amp:
-                    loss, metrics, logp_BT = micro_batch_loss(
+                    loss, metrics, logp_BT, ent_BT = micro_batch_loss(
                         model, comps, batch, idx_U, num_tokens=num_tokens, num_seqs=num_seqs,
                         generator=generator, requires=requires)
                 policy_logp_BT[idx_U] = logp_BT.float().cpu()  # the last pass's values survive
+                if entropy_BT is not None:
+                    entropy_BT[idx_U] = ent_BT.float().cpu()
                 if not torch.isfinite(loss):
                     raise NonFiniteError(
                         f"non-finite loss ({float(loss.detach())}) at step {batch.step}, update pass {epoch}, "
@@ -205,6 +221,9 @@ def update_policy(
             n_opt_steps += 1
             means.add({"loss/total": loss_total, "optim/grad_norm": float(grad_norm)})
     batch.extras["policy_logp_BT"] = policy_logp_BT * batch.mask_BT.cpu()
+    if not rescored:  # the behaviour statistics, for the step's metrics and the rollout dump
+        batch.old_logp_BT = batch.extras["policy_logp_BT"].to(device)
+        batch.entropy_BT = (entropy_BT * batch.mask_BT.cpu()).to(device)
     out = means.result()
     out["optim/steps"] = float(n_opt_steps)
     return out

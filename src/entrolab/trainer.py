@@ -1,7 +1,8 @@
 """The RL trainer: one loop that composes the recipe's components for any HF causal LM.
 
 Reads top to bottom: per step, sample prompts → roll out G completions each → score them
-(behaviour and, if asked, reference log-probs and log-probs at extra temperatures) → verify →
+(behaviour log-probs, unless the update's own forward provides them exactly, see
+``Trainer.rescoring_needed``; if asked, reference log-probs and log-probs at extra temperatures) → verify →
 rewards → advantages → extra sampling passes, merged into the update batch → batch-scope statistics
 (``prepare_batch`` hooks) → policy update →
 component hooks → log → (eval, checkpoint). It never branches on a method's name: everything
@@ -31,6 +32,24 @@ from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
 from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, warn, write_atomic
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
+
+
+#: The parts of a training step, in order, each timed from the previous clock stamp to the next.
+STEP_PARTS = ("rollout", "score", "verify_reward", "side", "update", "log")
+
+
+def step_times(stamps: list[float], *, side: bool) -> dict[str, float]:
+    """``time/<part>_s`` for each of ``STEP_PARTS`` from ``len(STEP_PARTS) + 1`` consecutive clock
+    stamps, and ``time/step_s`` = last − first, so the parts sum to the step (up to float rounding).
+    Without side passes (``side`` False) their interval, a loop over the hooks, is counted in
+    ``time/verify_reward_s`` rather than logged as a ~0 ``time/side_s``."""
+    if len(stamps) != len(STEP_PARTS) + 1:
+        raise ValueError(f"need {len(STEP_PARTS) + 1} clock stamps, got {len(stamps)}")
+    out = {f"time/{part}_s": b - a for part, a, b in zip(STEP_PARTS, stamps, stamps[1:])}
+    if not side:
+        out["time/verify_reward_s"] += out.pop("time/side_s")
+    out["time/step_s"] = stamps[-1] - stamps[0]
+    return out
 
 
 class TrainingStopped(RuntimeError):
@@ -76,11 +95,9 @@ class Trainer:
                                 allow=allow_recipe_change)
         write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         init_path = self._initial_model_path()
-        self.model, self.tokenizer = load_policy(
-            str(latest or init_path), tokenizer_path=None if latest else recipe.model.tokenizer,
-            device=self.device, dtype=self._train_dtype())
-        self.ref_model = None
-        if "ref_logp" in self.requires:
+        self.model, self.tokenizer = self._load_policy(init_path, latest)
+        self.ref_model = None  # a LoRA policy's reference is its base weights (adapters disabled)
+        if "ref_logp" in self.requires and recipe.model.lora is None:
             self.ref_model, _ = load_policy(str(init_path), tokenizer_path=recipe.model.tokenizer,
                                             device=self.device, dtype=recipe.model.dtype)
             self.ref_model.eval().requires_grad_(False)
@@ -95,7 +112,8 @@ class Trainer:
                 obj.bind_policy(self.model, self.tokenizer)
 
         o = recipe.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters only
+        self.optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                            weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, steps=recipe.train.steps, warmup=o.warmup_steps, schedule=o.schedule,
@@ -130,6 +148,23 @@ class Trainer:
                 raise ValueError("model.testbed_size needs a task with a charset(); give model.path instead")
             create_testbed_model(out, charset, size=m.testbed_size, seed=self.recipe.seed)
         return out
+
+    def _load_policy(self, init_path: Path, latest: Path | None) -> tuple[Any, Any]:
+        """The policy to train: the newest checkpoint's weights, or the initial ones; with ``model.lora``
+        the initial (base) weights plus fresh adapters, or the checkpoint's adapters on a resume."""
+        from entrolab.models.loading import ADAPTER_DIR, apply_lora, enable_activation_checkpointing, load_policy
+
+        m = self.recipe.model
+        weights = init_path if m.lora is not None else (latest or init_path)
+        model, tokenizer = load_policy(str(weights), tokenizer_path=latest or m.tokenizer, device=self.device,
+                                       dtype=self._train_dtype())
+        if m.lora is not None:
+            model = apply_lora(model, r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout,
+                               target_modules=m.lora.target_modules,
+                               adapter_path=latest / ADAPTER_DIR if latest else None)
+        if self.recipe.train.gradient_checkpointing:
+            enable_activation_checkpointing(model)
+        return model, tokenizer
 
     def _resume_point(self) -> tuple[Path, tuple[dict[str, Any], dict[str, Any]]]:
         """The newest checkpoint that verifies against its manifest and loads; warns about each one skipped."""
@@ -198,18 +233,41 @@ class Trainer:
                                                             dtype=torch.float64)
         return batch
 
-    def score(self, batch: RolloutBatch) -> None:
-        """Behaviour log-probs/entropies from a training-mode forward (so on-policy ratios are 1), the
+    def rescoring_needed(self, batch: RolloutBatch) -> bool:
+        """Whether ``score`` must recompute behaviour log-probs/entropies with a no-grad forward.
+
+        Not needed when exactly one optimizer step uses the batch (``updates_per_batch`` 1, the
+        mini-batch covers it), no component reads pre-update statistics (``requires`` has neither
+        ``old_stats`` nor ``hidden``) and none adds side passes (their rows are re-scored at another
+        temperature): then the update's forward, which runs before that only step, gives old_logp
+        (``policy_update.micro_batch_loss``) and fills ``old_logp_BT``/``entropy_BT`` afterwards.
+        """
+        t = self.recipe.train
+        one_step = t.updates_per_batch == 1 and (t.mini_batch_size or batch.batch_size) >= batch.batch_size
+        side = any(callable(getattr(obj, "side_rollouts", None)) for _, obj in self.comps.keyed())
+        return not one_step or side or bool({"old_stats", "hidden"} & self.requires)
+
+    def score(self, batch: RolloutBatch, *, rescore: bool | None = None) -> None:
+        """Behaviour log-probs/entropies from a no-grad forward of the policy (the same weights and
+        batch as the update's first forward, so on-policy ratios are 1) unless ``rescore`` is False
+        or, when None, ``rescoring_needed`` says the update's own forward can provide them (then they
+        are None until the update; ``rescore=True`` forces the forward, for tools and tests), the
         reference log-probs if asked, and log-probs at each temperature a component asks for
         (``scoring_temperatures`` hook) in ``extras[logp_at_temperature_key(τ)]``."""
+        from entrolab.models.loading import reference_policy
+
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         with torch.no_grad(), self._amp():
-            out = completion_stats(self.model, *args, temperature=batch.temperature,
-                                   need_hidden="hidden" in self.requires)
-            batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
-            batch.hidden_BTD = out.hidden_BTD
-            if self.ref_model is not None:
-                ref = completion_stats(self.ref_model, *args, temperature=batch.temperature, need_entropy=False)
+            if self.rescoring_needed(batch) if rescore is None else rescore:
+                out = completion_stats(self.model, *args, temperature=batch.temperature,
+                                       need_hidden="hidden" in self.requires)
+                batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
+                batch.hidden_BTD = out.hidden_BTD
+            else:  # the sampler's values are not the training forward's: never let them stand in
+                batch.old_logp_BT = batch.entropy_BT = batch.hidden_BTD = None
+            if "ref_logp" in self.requires:
+                with reference_policy(self.model, self.ref_model) as ref_model:
+                    ref = completion_stats(ref_model, *args, temperature=batch.temperature, need_entropy=False)
                 batch.ref_logp_BT = ref.logp_BT.float()
             for tau in self._scoring_temperatures():
                 at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False)
@@ -286,17 +344,19 @@ class Trainer:
         return side
 
     def train_step(self) -> dict[str, float]:
-        t0 = time.perf_counter()
+        # Consecutive clock stamps, so the time/* parts add up to time/step_s (docs/CONTRACTS.md).
+        stamps = [time.perf_counter()]
         batch = self.rollout()
-        t_rollout = time.perf_counter() - t0
+        stamps.append(time.perf_counter())
         self.score(batch)
+        stamps.append(time.perf_counter())
         self.verify(batch)
         metrics = self.rewards_and_advantages(batch)
-        t_side = time.perf_counter()
+        stamps.append(time.perf_counter())
         update_batch, side_metrics = self.side_passes(batch)
+        stamps.append(time.perf_counter())
         if side_metrics:
-            metrics.update({**side_metrics, "time/side_s": time.perf_counter() - t_side})
-        t1 = time.perf_counter()
+            metrics.update(side_metrics)
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
                                   self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
         metrics.update(self.comps.prepare_batch(update_batch))  # batch-scope statistics, whole batch
@@ -305,15 +365,16 @@ class Trainer:
         metrics["optim/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self.step += 1
+        stamps.append(time.perf_counter())
         metrics.update(batch_metrics(batch))
-        dt = time.perf_counter() - t0
-        metrics.update({"time/step_s": dt, "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1,
-                        "time/tokens_per_s": float(batch.mask_BT.sum()) / dt})
-        self.comps.on_step_end(metrics)
         every = self.recipe.train.dump_rollouts_every
         if every and self.step % every == 0:
             dump_rollouts(self.run_dir / "rollouts.jsonl", update_batch, task=self.task,
                           tokenizer=self.tokenizer, run=self.recipe.name)
+        stamps.append(time.perf_counter())
+        metrics.update(step_times(stamps, side=bool(side_metrics)))
+        metrics["time/tokens_per_s"] = float(batch.mask_BT.sum()) / metrics["time/step_s"]
+        self.comps.on_step_end(metrics)
         return metrics
 
     # ------------------------------------------------------------------ the loop

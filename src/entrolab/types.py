@@ -43,7 +43,8 @@ Optional hooks any component may define (the trainer calls them without knowing 
   for statistics whose scope is the rollout batch (perplexity_position's group min-max, clip_b's
   μ_S/σ_S), which must not depend on ``mini_batch_size``/``micro_batch_size``. Writing a key that
   already exists is an error. The statistics see the batch before the update (behaviour
-  ``old_logp_BT``/``entropy_BT``), not the policy as it moves during the update. Before the hooks
+  ``old_logp_BT``/``entropy_BT``; a hook that reads them declares ``requires ⊇ {"old_stats"}``,
+  see ``REQUIREMENTS``), not the policy as it moves during the update. Before the hooks
   run, a ``extras["reinforce_mask_BT"]`` (``REINFORCE_MASK_KEY``; bool, True = reinforce) left by
   any stage zeroes ``adv_BT`` on its False tokens (the likelihood reward reinforces the CoT only).
 * **Aggregation binding**: ``bind_aggregation(aggregation)`` is called once by ``build_components``
@@ -70,8 +71,13 @@ import torch
 #: Extra per-token quantities a component may ask the trainer to compute.
 #: ``ref_logp``: log-probs under the frozen reference model; ``hidden``: last-layer hidden
 #: states of completion tokens (``hidden_BTD``); ``logits``: temperature-scaled completion
-#: logits (``logits_BTV``, memory-heavy, only for methods that need the full distribution).
-REQUIREMENTS = frozenset({"ref_logp", "hidden", "logits"})
+#: logits (``logits_BTV``, memory-heavy, only for methods that need the full distribution);
+#: ``old_stats``: the behaviour log-probs/entropies ``batch.old_logp_BT``/``batch.entropy_BT`` before
+#: the policy update (read by a reward, shaper, advantage estimator or ``prepare_batch`` hook). A
+#: component that reads them outside the update forward must declare it: without it the trainer may
+#: skip the no-grad re-scoring forward and fill both from the update's own forward afterwards
+#: (``Trainer.rescoring_needed``). ``hidden`` also means pre-update hidden states (``batch.hidden_BTD``).
+REQUIREMENTS = frozenset({"ref_logp", "hidden", "logits", "old_stats"})
 
 #: Name suffixes of per-row ``extras`` (see the module docstring); the T-bearing ones pad on dim 1.
 ROW_SUFFIXES = ("B", "BT", "BTD")

@@ -110,7 +110,7 @@ def test_registered_estimators_on_batch(make_batch):
 
 def test_reinforce_pp_kl_needs_ref_logp(make_batch):
     est = ADVANTAGES.build("reinforce_pp", {"kl_coef": 0.1})
-    assert est.requires == frozenset({"ref_logp"})
+    assert est.requires == frozenset({"ref_logp", "old_stats"})
     with pytest.raises(ValueError, match="ref_logp"):
         est(make_batch([1.0, 0.0]))
 

@@ -44,7 +44,7 @@ def test_reinforce_pp_component_uses_k1_kl_and_whiten_eps(make_batch):
     b.old_logp_BT = torch.tensor([[-0.5, -1.0, -2.0]] * 4)
     b.ref_logp_BT = torch.tensor([[-1.0, -0.2, -3.0]] * 4)
     est = ADVANTAGES.build("reinforce_pp", {"kl_coef": 0.5, "whiten_eps": 0.3})
-    assert est.requires == frozenset({"ref_logp"})
+    assert est.requires == frozenset({"ref_logp", "old_stats"})
     adv, m = est(b)
     ref = reinforce_pp_advantage(b.rewards_B, b.mask_BT, kl_BT=b.old_logp_BT - b.ref_logp_BT, kl_coef=0.5,
                                  whiten_eps=0.3)

@@ -66,7 +66,7 @@ def recipe(tmp, name, **train):
 def prepared(tmp_path_factory):
     trainer = Trainer(recipe(tmp_path_factory.mktemp("batch_scope"), "scope"), progress=False)
     batch = trainer.rollout()
-    trainer.score(batch)
+    trainer.score(batch, rescore=True)  # the tests below read the behaviour statistics
     trainer.verify(batch)
     trainer.rewards_and_advantages(batch)
     assert (batch.adv_BT < 0).any() and (batch.adv_BT > 0).any()

@@ -43,7 +43,7 @@ def prepared(tmp_path_factory):
     })
     trainer = Trainer(rec, progress=False)
     batch = trainer.rollout()
-    trainer.score(batch)
+    trainer.score(batch, rescore=True)  # the tests below read the behaviour statistics
     trainer.verify(batch)
     trainer.rewards_and_advantages(batch)
     g = torch.Generator().manual_seed(0)

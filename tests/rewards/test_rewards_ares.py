@@ -78,7 +78,7 @@ def test_lexicon_and_dynamic_kl(make_batch):
     sh = SHAPERS.build("ares_hwe", {"window": 2, "lexicon": ["Actually"]})
     assert sh._candidates(b, 0, 10) == [3]
     kl = SHAPERS.build("ares_hwe", {"dynamic_kl": True})
-    assert kl.requires == frozenset({"ref_logp"})
+    assert kl.requires == frozenset({"ref_logp", "old_stats"})
     with pytest.raises(ValueError, match="ref_logp"):
         kl(b.rewards_B, b, None)
     b.ref_logp_BT = torch.full((1, n), -0.1)

@@ -217,7 +217,7 @@ def test_ares_hierarchical_reward_branches():
 
 def test_ares_defaults_and_validation():
     sh = SHAPERS.build("ares_hwe")
-    assert sh.window == 4 and sh.requires == frozenset()
+    assert sh.window == 4 and sh.requires == frozenset({"old_stats"})
     for kw, msg in [({"window": 0}, "window must be >= 1, got 0"),
                     ({"tau_decay": 1.0}, r": tau_decay and target_decay must be in \[0, 1\)$"),
                     ({"target_decay": 1.0}, r"tau_decay and target_decay must be in \[0, 1\)"),

@@ -29,7 +29,7 @@ def test_shaper_subtracts_beta_times_kl(make_batch):
     out, m = sh(b.rewards_B, b, None)
     torch.testing.assert_close(out, torch.tensor([1.0 - 0.05, 0.0 + 0.1]))
     assert m["kl/seq_kl"] == pytest.approx(-0.25)
-    assert sh.requires == frozenset({"ref_logp"})
+    assert sh.requires == frozenset({"ref_logp", "old_stats"})
 
 
 def test_missing_reference_is_a_clear_error(make_batch):

@@ -194,8 +194,8 @@ class ReinforcePP:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
         self.kl_coef = float(kl_coef)
         self.whiten_eps = float(whiten_eps)
-        # Reference log-probs are needed only for the KL-in-reward term.
-        self.requires = frozenset({"ref_logp"}) if self.kl_coef > 0 else frozenset()
+        # Reference and behaviour log-probs (before the update) are needed only for the KL-in-reward term.
+        self.requires = frozenset({"ref_logp", "old_stats"}) if self.kl_coef > 0 else frozenset()
 
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         r = require_rewards(batch, "reinforce_pp")

@@ -84,6 +84,8 @@ class CANON:
         if prefer not in ("low", "high"):
             raise ValueError(f"prefer must be 'low' or 'high', got {prefer!r}")
         self.metric, self.mu, self.alpha, self.beta, self.prefer, self.scale = metric, mu, alpha, beta, prefer, scale
+        # metric='entropy' reads the behaviour entropies batch.entropy_BT before the update.
+        self.requires = frozenset({"old_stats"}) if metric == "entropy" else frozenset()
 
     def __call__(self, batch: RolloutBatch) -> tuple[torch.Tensor, Metrics]:
         u_B = response_metric(batch, self.metric)

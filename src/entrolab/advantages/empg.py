@@ -69,6 +69,9 @@ class EMPG:
     #: (clarity) bonus would remain and the reward would never reach the gradient.
     min_group_size = 2
 
+    #: Reads the behaviour entropies batch.entropy_BT before the update.
+    requires = frozenset({"old_stats"})
+
     def __init__(self, *, k: float = 1.0, k_next: float = 1.0, zeta: float = 0.05, delimiters: str = ",.;\n",
                  marker: str | None = None, scale_by_std: bool = True, eps: float = 1e-6, center: bool = True):
         if zeta < 0:

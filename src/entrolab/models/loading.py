@@ -155,3 +155,104 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, text: str, *, chat_templat
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
     )
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+#: Sub-folder of a checkpoint holding a LoRA policy's adapters (``save_model``).
+ADAPTER_DIR = "adapter"
+
+def _peft():
+    try:
+        import peft
+    except ImportError as err:
+        raise ConfigError("model.lora needs the optional package 'peft': pip install 'entrolab[lora]'") from err
+    return peft
+
+
+def is_lora(model: Any) -> bool:
+    """True if ``model`` is a ``peft`` model carrying LoRA adapters (see ``apply_lora``)."""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def apply_lora(model: torch.nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+               target_modules: str | list[str] = "all-linear",
+               adapter_path: str | Path | None = None) -> torch.nn.Module:
+    """Wrap ``model`` with trainable LoRA adapters (Hu et al. 2021, arXiv 2106.09685: W + (α/r)·B·A).
+
+    The base weights are frozen (``requires_grad`` False) and never modified; B starts at zero, so
+    the wrapped model computes exactly the base model until the first update. With
+    ``adapter_path`` (a checkpoint written by ``save_model``) the saved adapters are loaded instead
+    of fresh ones, trainable, for an exact resume. ``target_modules="all-linear"`` adapts every
+    linear layer except the output head.
+    """
+    peft = _peft()
+    if adapter_path is not None:
+        return peft.PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                          task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, cfg)
+
+
+@contextmanager
+def reference_policy(model: torch.nn.Module, ref_model: torch.nn.Module | None) -> Iterator[torch.nn.Module]:
+    """The frozen reference policy π_ref: ``ref_model`` when one is loaded, else the LoRA policy
+    ``model`` with its adapters disabled, i.e. the base weights (no second copy in memory)."""
+    if ref_model is not None:
+        yield ref_model
+        return
+    if not is_lora(model):
+        raise ValueError("no reference model loaded and the policy has no LoRA adapters to disable")
+    with model.disable_adapter():
+        yield model
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The plain HF state dict of a LoRA ``model`` with W + ΔW merged, computed out of place.
+
+    peft's ``merge_adapter``/``unmerge_adapter`` would write into the base weights, and the unmerge
+    (W + ΔW − ΔW) is not bit-exact, which would break exact resume; this leaves them untouched.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    merged: dict[str, torch.Tensor] = {}
+    for name, mod in base.named_modules():
+        if isinstance(mod, LoraLayer):
+            w = mod.get_base_layer().weight.detach()
+            delta = sum(mod.get_delta_weight(a).detach() for a in mod.active_adapters if a in mod.lora_A)
+            merged[f"{name}.weight"] = (w + delta).to(w.dtype)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in base.state_dict().items():
+        if ".lora_" in key:
+            continue
+        plain = key.replace(".base_layer.", ".")
+        out[plain] = merged.get(plain, value)
+    return out
+
+
+def save_model(model: torch.nn.Module, folder: str | Path) -> None:
+    """Write ``model`` to ``folder`` as a plain HF model (``model.safetensors``, what eval loads).
+
+    A LoRA model writes its merged weights there and its adapters to ``folder/adapter``
+    (``ADAPTER_DIR``), which a resume loads onto the base weights (``apply_lora(adapter_path=...)``)
+    to continue exactly. (In a sub-folder: an ``adapter_config.json`` next to ``config.json`` makes
+    ``from_pretrained`` load the adapter's base model instead of the merged weights.)
+    """
+    with quiet_hf_progress():
+        if not is_lora(model):
+            model.save_pretrained(folder, safe_serialization=True)
+            return
+        model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model), safe_serialization=True)
+        model.save_pretrained(Path(folder) / ADAPTER_DIR, safe_serialization=True)
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward instead of storing them (less memory,
+    about one more forward per update). Non-reentrant checkpointing, so gradients reach LoRA adapters
+    although the frozen embeddings' outputs do not require grad. HF applies it in train mode only,
+    i.e. to the update's forward, not to sampling or scoring. (transformers 5 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``; both are accepted.)"""
+    if callable(getattr(model, "activation_checkpointing_enable", None)):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

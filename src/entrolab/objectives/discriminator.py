@@ -132,6 +132,9 @@ class ClipB:
     ``weight/clip_b_s_mean`` and ``weight/clip_b_s_std`` (μ_S, σ_S; from ``prepare_batch``).
     """
 
+    #: Reads the behaviour log-probs and entropies (prepare_batch) before the update.
+    requires = frozenset({"old_stats"})
+
     def __init__(self, *, mu: float = 2.5, renormalize: bool = True):
         if mu < 0:
             raise ValueError(f"mu must be >= 0, got {mu}")

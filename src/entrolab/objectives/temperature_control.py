@@ -183,6 +183,9 @@ class DCPO(_Controlled):
     min_group_size = 1
     advised_group_size = 2
 
+    #: Reads the behaviour log-probs batch.old_logp_BT (the ratio's denominator) before the update.
+    requires = frozenset({"old_stats"})
+
     def __init__(self, *, target: float = 0.5, t_high: float = 1.2, t_low: float = 0.8, alpha_cap: float = 0.1,
                  correct_threshold: float = 0.05, measure: Literal["nll", "entropy"] = "nll", eps: float = 1e-6,
                  scale_by_std: bool = True):

@@ -134,6 +134,9 @@ class PerplexityPosition:
     Metrics: ``weight/ppl_pos_mean``, ``weight/ppl_pos_min``, ``weight/ppl_pos_max``.
     """
 
+    #: Reads the behaviour log-probs batch.old_logp_BT (prepare_batch) before the update.
+    requires = frozenset({"old_stats"})
+
     def __init__(self, *, ppl_alpha: float = 0.1, position_gamma: float = 0.1):
         for name, v in (("ppl_alpha", ppl_alpha), ("position_gamma", position_gamma)):
             if not 0 <= v < 1:

@@ -119,7 +119,25 @@ def key_numbers(run: RunData) -> tuple[list[str], list[list[Any]]]:
         rows.append([name, summary_value(base, key), summary_value(trained, key)])
     rows.append(["steps", None, run.num_steps])
     rows.append(["wall time (s, sum of time/step_s)", None, run.wall_time_s])
+    rows += [[name, None, value] for name, value in memory_setup(run.recipe_text)]
     return header, rows
+
+
+def memory_setup(recipe_text: str | None) -> list[tuple[str, str]]:
+    """Key-number rows for the run's parameter/memory choices (``model.lora``,
+    ``train.gradient_checkpointing``) from the resolved recipe; none when it is missing."""
+    try:
+        data = yaml.safe_load(recipe_text) if recipe_text else None
+    except yaml.YAMLError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    lora = (data.get("model") or {}).get("lora")
+    tuning = ("full fine-tuning" if not isinstance(lora, dict) else
+              f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
+              f"modules={lora.get('target_modules')}")
+    ckpt = bool((data.get("train") or {}).get("gradient_checkpointing", False))
+    return [("fine-tuning", tuning), ("gradient checkpointing", "on" if ckpt else "off")]
 
 
 def eval_table(run: RunData) -> tuple[list[str], list[list[Any]]]:

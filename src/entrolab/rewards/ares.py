@@ -104,7 +104,8 @@ class AresHWE:
         self.lexicon = [w.lower() for w in lexicon] if lexicon else None
         self.dynamic_kl, self.kl_target = dynamic_kl, kl_target
         self.kl_update_every, self.relax = kl_update_every, relax
-        self.requires = frozenset({"ref_logp"}) if dynamic_kl else frozenset()
+        # Behaviour entropies always; behaviour and reference log-probs for the dynamic KL.
+        self.requires = frozenset({"old_stats", "ref_logp"}) if dynamic_kl else frozenset({"old_stats"})
         self.tau: float | None = None
         self.alpha = {d: float(alpha_init) for d in BUCKETS}
         self.target: dict[str, float] = {}

@@ -31,7 +31,7 @@ def sequence_kl(old_logp_BT: torch.Tensor, ref_logp_BT: torch.Tensor, mask_BT: t
 class KLInReward:
     """Subtract β · Σ_t k(log π_old − log π_ref) from each sequence's reward (k1 by default)."""
 
-    requires = frozenset({"ref_logp"})
+    requires = frozenset({"ref_logp", "old_stats"})  # KL(π_old ‖ π_ref) from batch.old_logp_BT
 
     def __init__(self, *, beta: float = 0.05, estimator: str = "k1"):
         if not beta >= 0:

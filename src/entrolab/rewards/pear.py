@@ -56,6 +56,9 @@ class PEAR:
 
     name = "pear"
 
+    #: Reads the behaviour entropies batch.entropy_BT before the update.
+    requires = frozenset({"old_stats"})
+
     def __init__(self, *, alpha: float = 1.0, coef: float = 1.0, floor: float | None = None,
                  correct_only: bool = True):
         if coef < 0:
