@@ -144,6 +144,9 @@ class TrainCfg(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", True, False] = "auto"
     dump_rollouts_every: int = Field(5, ge=0)  # write rollouts.jsonl for `entrolab diagnose`; 0 = never
+    # tokens per chunk of the memory-lean log-prob/entropy path (models/chunked_logprob.py), used when no
+    # component requires full logits; 0 = the naive full-logits path
+    logprob_chunk_size: int = Field(256, ge=0)
 
 
 class EvalCfg(_Strict):

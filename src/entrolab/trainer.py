@@ -204,15 +204,17 @@ class Trainer:
         (``scoring_temperatures`` hook) in ``extras[logp_at_temperature_key(τ)]``."""
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         with torch.no_grad(), self._amp():
+            chunk = self.recipe.train.logprob_chunk_size
             out = completion_stats(self.model, *args, temperature=batch.temperature,
-                                   need_hidden="hidden" in self.requires)
+                                   need_hidden="hidden" in self.requires, chunk_size=chunk)
             batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
             batch.hidden_BTD = out.hidden_BTD
             if self.ref_model is not None:
-                ref = completion_stats(self.ref_model, *args, temperature=batch.temperature, need_entropy=False)
+                ref = completion_stats(self.ref_model, *args, temperature=batch.temperature, need_entropy=False,
+                                       chunk_size=chunk)
                 batch.ref_logp_BT = ref.logp_BT.float()
             for tau in self._scoring_temperatures():
-                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False)
+                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False, chunk_size=chunk)
                 batch.extras[logp_at_temperature_key(tau)] = at_tau.logp_BT.float()
 
     def _scoring_temperatures(self) -> list[float]:
@@ -298,7 +300,8 @@ class Trainer:
             metrics.update({**side_metrics, "time/side_s": time.perf_counter() - t_side})
         t1 = time.perf_counter()
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
-                                  self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
+                                  self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16,
+                                  logprob_chunk_size=self.recipe.train.logprob_chunk_size)
         metrics.update(self.comps.prepare_batch(update_batch))  # batch-scope statistics, whole batch
         metrics.update(update_policy(self.model, self.optimizer, self.comps, update_batch, settings,
                                      generator=self.generator, requires=self.requires))

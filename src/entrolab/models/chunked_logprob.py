@@ -1,0 +1,155 @@
+"""Memory-lean per-token log-probs and entropies from hidden states and the LM-head weight.
+
+The naive path materialises the logits ``[T, V]`` (and its log-softmax and exp) for every token:
+at V = 152k and T = 8k that is ~5 GB per ``[T, V]`` float32 tensor. Here tokens are processed in
+chunks of ``chunk_size``: the forward keeps only each token's log-sum-exp and entropy, and the
+backward recomputes one chunk's logits at a time and applies closed-form gradients, so the extra
+memory is O(chunk_size × V) whatever T is (verl's ``FusedLinearForPPO`` does the same in PyTorch).
+
+With z = (h Wᵀ + b) / τ, p = softmax(z), log p = z − logsumexp(z):
+
+* log-prob of the sampled token y:  ∂ log p_y / ∂z = onehot(y) − p
+* entropy H = −Σ_v p_v log p_v:      ∂H / ∂z = −p ⊙ (log p + H)
+
+and the chain rule through z gives ∂/∂h = g_z W / τ, ∂/∂W = g_zᵀ h / τ, ∂/∂b = Σ_t g_z / τ.
+
+The softmax and everything after it run in float32 even for bf16 h/W (as the naive path does with
+``logits.float()``); the matmuls run in ``compute_dtype`` (the autocast dtype when autocast is on,
+else the inputs' dtype), so the logits equal the naive path's bit for bit before the softmax; the
+weight gradient is accumulated in float32 over chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _chunk_logits(h_CD, w_VD, b_V, temperature: float) -> torch.Tensor:
+    """float32 temperature-scaled logits of one chunk, z_CV = (h Wᵀ + b) / τ."""
+    z_CV = torch.nn.functional.linear(h_CD, w_VD, b_V)
+    z_CV = z_CV.to(torch.promote_types(z_CV.dtype, torch.float32))  # float32 softmax (float64 kept)
+    return z_CV.div_(temperature) if temperature != 1.0 else z_CV
+
+
+class _ChunkedLogpEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h_TD, w_VD, b_V, ids_T, temperature, chunk_size, need_entropy, compute_dtype):
+        with torch.autocast(h_TD.device.type, enabled=False):
+            T = h_TD.shape[0]
+            hc_TD, wc_VD = h_TD.to(compute_dtype), w_VD.to(compute_dtype)
+            bc_V = None if b_V is None else b_V.to(compute_dtype)
+            soft_dtype = torch.promote_types(compute_dtype, torch.float32)
+            logp_T = torch.empty(T, dtype=soft_dtype, device=h_TD.device)
+            lse_T = torch.empty_like(logp_T)
+            entropy_T = torch.empty_like(logp_T) if need_entropy else None
+            for s in range(0, T, chunk_size):
+                z_CV = _chunk_logits(hc_TD[s:s + chunk_size], wc_VD, bc_V, temperature)
+                lse_C = torch.logsumexp(z_CV, dim=-1)
+                lse_T[s:s + chunk_size] = lse_C
+                logp_T[s:s + chunk_size] = z_CV.gather(1, ids_T[s:s + chunk_size, None]).squeeze(1) - lse_C
+                if need_entropy:
+                    logq_CV = z_CV.sub_(lse_C[:, None])  # in place: log p of the whole chunk
+                    p_CV = logq_CV.exp()
+                    entropy_T[s:s + chunk_size] = -p_CV.mul_(logq_CV).sum(-1)
+                del z_CV
+        ctx.save_for_backward(h_TD, w_VD, b_V, ids_T, lse_T, entropy_T)
+        ctx.settings = (temperature, chunk_size, need_entropy, compute_dtype)
+        if need_entropy:
+            return logp_T, entropy_T
+        return logp_T
+
+    @staticmethod
+    def backward(ctx, *grads):
+        h_TD, w_VD, b_V, ids_T, lse_T, entropy_T = ctx.saved_tensors
+        temperature, chunk_size, need_entropy, compute_dtype = ctx.settings
+        g_logp_T = grads[0]
+        g_ent_T = grads[1] if need_entropy else None
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.zeros_like(h_TD) if need_h else None
+        acc = torch.promote_types(compute_dtype, torch.float32)  # float32 accumulation (float64 kept)
+        grad_w = torch.zeros(w_VD.shape, dtype=acc, device=w_VD.device) if need_w else None
+        grad_b = torch.zeros(b_V.shape, dtype=acc, device=b_V.device) if need_b else None
+        if g_logp_T is None and g_ent_T is None:
+            return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
+                    None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+        hc_TD, wc_VD = h_TD.to(compute_dtype), w_VD.to(compute_dtype)
+        bc_V = None if b_V is None else b_V.to(compute_dtype)
+        T = h_TD.shape[0]
+        for s in range(0, T, chunk_size):
+            sl = slice(s, s + chunk_size)
+            h_CD = hc_TD[sl]
+            logq_CV = _chunk_logits(h_CD, wc_VD, bc_V, temperature).sub_(lse_T[sl, None])  # log p
+            p_CV = logq_CV.exp()
+            if g_ent_T is not None:
+                # ∂H/∂z = −p ⊙ (log p + H), times the upstream gradient g_H (in place on log p's buffer)
+                gz_CV = logq_CV.add_(entropy_T[sl, None]).mul_(p_CV).mul_(-g_ent_T[sl, None].to(acc))
+                if g_logp_T is not None:
+                    gz_CV.addcmul_(p_CV, g_logp_T[sl, None].to(acc), value=-1.0)
+                del p_CV
+            else:
+                del logq_CV
+                gz_CV = p_CV.mul_(-g_logp_T[sl, None].to(acc))
+            if g_logp_T is not None:  # the onehot(y) part of ∂ log p_y/∂z
+                gz_CV.scatter_add_(1, ids_T[sl, None], g_logp_T[sl, None].to(acc))
+            if temperature != 1.0:
+                gz_CV.div_(temperature)
+            gzc_CV = gz_CV.to(compute_dtype)
+            if need_h:
+                grad_h[sl] = (gzc_CV @ wc_VD).to(h_TD.dtype)
+            if need_w:
+                if compute_dtype == acc:
+                    grad_w.addmm_(gzc_CV.t(), h_CD)
+                else:
+                    grad_w += gzc_CV.t() @ h_CD
+            if need_b:
+                grad_b += gz_CV.sum(0)
+            del gz_CV, gzc_CV
+        return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
+                None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+
+
+def chunked_logp_entropy(
+    h_TD: torch.Tensor,
+    weight_VD: torch.Tensor,
+    ids_T: torch.Tensor,
+    *,
+    bias_V: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+    need_entropy: bool = True,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of ``ids_T`` and full-vocabulary entropy under softmax((h Wᵀ + b) / τ), chunked.
+
+    Equal to ``token_logp_entropy(linear(h, W, b) / τ, ids)`` up to float rounding, in value and in
+    gradient w.r.t. ``h_TD``, ``weight_VD`` and ``bias_V``, without holding more than one
+    ``[chunk_size, V]`` block of logits (forward and backward).
+
+    Args:
+        h_TD: final hidden states of the T scored tokens (any float dtype).
+        weight_VD: LM-head weight (V × D); ``bias_V``: its bias, if the head has one.
+        ids_T: the token whose log-prob is returned at each position (int64, in [0, V)).
+        temperature: τ > 0; logits are divided by it before the softmax.
+        chunk_size: tokens per chunk (the memory/speed knob: extra memory ≈ 2 × chunk_size × V × 4 bytes).
+        need_entropy: when False the entropy (and its gradient work) is skipped and None returned.
+        compute_dtype: dtype of the two matmuls; default: the autocast dtype if autocast is enabled
+            on ``h_TD``'s device, else ``h_TD.dtype``. The softmax always runs in float32.
+
+    Returns:
+        ``(logp_T, entropy_T)``, float32 (float64 for float64 inputs); ``entropy_T`` is None when ``need_entropy`` is False.
+    """
+    if h_TD.dim() != 2 or weight_VD.dim() != 2 or h_TD.shape[1] != weight_VD.shape[1]:
+        raise ValueError(f"chunked_logp_entropy: expected h [T, D] and weight [V, D], got "
+                         f"{tuple(h_TD.shape)} and {tuple(weight_VD.shape)}")
+    if ids_T.shape != h_TD.shape[:1]:
+        raise ValueError(f"chunked_logp_entropy: ids has shape {tuple(ids_T.shape)}, expected ({h_TD.shape[0]},)")
+    if not chunk_size >= 1:
+        raise ValueError(f"chunked_logp_entropy: chunk_size must be >= 1, got {chunk_size}")
+    if not temperature > 0:
+        raise ValueError(f"chunked_logp_entropy: temperature must be > 0, got {temperature}")
+    if compute_dtype is None:
+        dev = h_TD.device.type
+        compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h_TD.dtype
+    out = _ChunkedLogpEntropy.apply(h_TD, weight_VD, bias_V, ids_T.long(), float(temperature), int(chunk_size),
+                                    bool(need_entropy), compute_dtype)
+    return (out[0], out[1]) if need_entropy else (out, None)
