@@ -57,9 +57,14 @@ def test_hand_checked_v3(tau):
     assert gh_ent.sum().item() == pytest.approx(0.0, abs=1e-12)  # Σ_v ∂H/∂z_v = 0 (softmax shift invariance)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("block_rows", [None, 2])
+def test_gradcheck_float64(block_rows, monkeypatch):
+    import entrolab.models.chunked_logprob as mod
+
     gen = torch.Generator().manual_seed(1)
     T, D, V = 7, 4, 6
+    if block_rows:
+        monkeypatch.setattr(mod, "_BLOCK_ELEMS", block_rows * V)
     h = torch.randn(T, D, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(V, D, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(V, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -90,7 +95,14 @@ def test_matches_naive_float32(T, chunk, with_bias):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
-def test_random_large_matches_naive():
+@pytest.mark.parametrize("block_rows", [None, 3])
+def test_random_large_matches_naive(block_rows, monkeypatch):
+    """Also with the softmax work split into row blocks of 3 inside each 128-token chunk (the split
+    a large vocabulary gets: 4M elements per block)."""
+    import entrolab.models.chunked_logprob as mod
+
+    if block_rows:
+        monkeypatch.setattr(mod, "_BLOCK_ELEMS", block_rows * 5000)
     gen = torch.Generator().manual_seed(7)
     T, D, V = 300, 64, 5000
     h, w = torch.randn(T, D, generator=gen), torch.randn(V, D, generator=gen) / 8

@@ -31,11 +31,22 @@ def _chunk_logits(h_CD, w_VD, b_V, temperature: float) -> torch.Tensor:
     return z_CV.div_(temperature) if temperature != 1.0 else z_CV
 
 
+_BLOCK_ELEMS = 1 << 22  # elements per row block of the elementwise work (16 MB in float32)
+
+
+def _row_blocks(n_rows: int, V: int):
+    """Row slices for the elementwise softmax work inside a chunk: about 4M elements (16 MB in float32)
+    each, so its temporaries stay small next to the chunk's logits (the matmuls keep whole chunks,
+    where the GEMM is efficient)."""
+    step = max(1, _BLOCK_ELEMS // max(V, 1))
+    return [slice(r, r + step) for r in range(0, n_rows, step)]
+
+
 class _ChunkedLogpEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_TD, w_VD, b_V, ids_T, temperature, chunk_size, need_entropy, compute_dtype):
         with torch.autocast(h_TD.device.type, enabled=False):
-            T = h_TD.shape[0]
+            T, V = h_TD.shape[0], w_VD.shape[0]
             hc_TD, wc_VD = h_TD.to(compute_dtype), w_VD.to(compute_dtype)
             bc_V = None if b_V is None else b_V.to(compute_dtype)
             soft_dtype = torch.promote_types(compute_dtype, torch.float32)
@@ -44,13 +55,14 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
             entropy_T = torch.empty_like(logp_T) if need_entropy else None
             for s in range(0, T, chunk_size):
                 z_CV = _chunk_logits(hc_TD[s:s + chunk_size], wc_VD, bc_V, temperature)
-                lse_C = torch.logsumexp(z_CV, dim=-1)
-                lse_T[s:s + chunk_size] = lse_C
-                logp_T[s:s + chunk_size] = z_CV.gather(1, ids_T[s:s + chunk_size, None]).squeeze(1) - lse_C
-                if need_entropy:
-                    logq_CV = z_CV.sub_(lse_C[:, None])  # in place: log p of the whole chunk
-                    p_CV = logq_CV.exp()
-                    entropy_T[s:s + chunk_size] = -p_CV.mul_(logq_CV).sum(-1)
+                for r in _row_blocks(z_CV.shape[0], V):
+                    z_RV, t = z_CV[r], slice(s + r.start, s + min(r.stop, z_CV.shape[0]))
+                    lse_R = torch.logsumexp(z_RV, dim=-1)
+                    lse_T[t] = lse_R
+                    logp_T[t] = z_RV.gather(1, ids_T[t, None]).squeeze(1) - lse_R
+                    if need_entropy:
+                        logq_RV = z_RV.sub_(lse_R[:, None])  # in place: log p (z is not needed again)
+                        entropy_T[t] = -logq_RV.exp().mul_(logq_RV).sum(-1)
                 del z_CV
         ctx.save_for_backward(h_TD, w_VD, b_V, ids_T, lse_T, entropy_T)
         ctx.settings = (temperature, chunk_size, need_entropy, compute_dtype)
@@ -69,41 +81,50 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
         acc = torch.promote_types(compute_dtype, torch.float32)  # float32 accumulation (float64 kept)
         grad_w = torch.zeros(w_VD.shape, dtype=acc, device=w_VD.device) if need_w else None
         grad_b = torch.zeros(b_V.shape, dtype=acc, device=b_V.device) if need_b else None
+        done = (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
+                None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
         if g_logp_T is None and g_ent_T is None:
-            return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
-                    None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+            return done
+        # Per-row scalars with 1/τ folded in (∂z/∂logits = 1/τ):
+        #   g_z = (g_logp·(onehot − p) − g_H·p·(log p + H)) / τ = p·(a − b·log p) + onehot·g_logp/τ,
+        #   a = −(g_logp + g_H·H)/τ,  b = g_H/τ.
+        T, V = h_TD.shape[0], w_VD.shape[0]
+        g_lp_T = torch.zeros_like(lse_T) if g_logp_T is None else g_logp_T.to(acc)
+        a_T = -g_lp_T / temperature
+        b_T = None
+        if g_ent_T is not None:
+            a_T = a_T - g_ent_T.to(acc) * entropy_T / temperature
+            b_T = g_ent_T.to(acc) / temperature
+        onehot_T = g_lp_T / temperature
         hc_TD, wc_VD = h_TD.to(compute_dtype), w_VD.to(compute_dtype)
         bc_V = None if b_V is None else b_V.to(compute_dtype)
-        T = h_TD.shape[0]
-        for s in range(0, T, chunk_size):
-            sl = slice(s, s + chunk_size)
-            h_CD = hc_TD[sl]
-            logq_CV = _chunk_logits(h_CD, wc_VD, bc_V, temperature).sub_(lse_T[sl, None])  # log p
-            p_CV = logq_CV.exp()
-            if g_ent_T is not None:
-                # ∂H/∂z = −p ⊙ (log p + H), times the upstream gradient g_H (in place on log p's buffer)
-                gz_CV = logq_CV.add_(entropy_T[sl, None]).mul_(p_CV).mul_(-g_ent_T[sl, None].to(acc))
-                if g_logp_T is not None:
-                    gz_CV.addcmul_(p_CV, g_logp_T[sl, None].to(acc), value=-1.0)
-                del p_CV
-            else:
-                del logq_CV
-                gz_CV = p_CV.mul_(-g_logp_T[sl, None].to(acc))
-            if g_logp_T is not None:  # the onehot(y) part of ∂ log p_y/∂z
-                gz_CV.scatter_add_(1, ids_T[sl, None], g_logp_T[sl, None].to(acc))
-            if temperature != 1.0:
-                gz_CV.div_(temperature)
-            gzc_CV = gz_CV.to(compute_dtype)
-            if need_h:
-                grad_h[sl] = (gzc_CV @ wc_VD).to(h_TD.dtype)
-            if need_w:
-                if compute_dtype == acc:
-                    grad_w.addmm_(gzc_CV.t(), h_CD)
-                else:
-                    grad_w += gzc_CV.t() @ h_CD
-            if need_b:
-                grad_b += gz_CV.sum(0)
-            del gz_CV, gzc_CV
+        with torch.autocast(h_TD.device.type, enabled=False):
+            for s in range(0, T, chunk_size):
+                sl = slice(s, s + chunk_size)
+                h_CD = hc_TD[sl]
+                gz_CV = _chunk_logits(h_CD, wc_VD, bc_V, temperature)
+                for r in _row_blocks(gz_CV.shape[0], V):  # turn the logits into g_z in place
+                    t = slice(s + r.start, s + min(r.stop, gz_CV.shape[0]))
+                    logq_RV = gz_CV[r].sub_(lse_T[t, None])
+                    if b_T is None:
+                        logq_RV.exp_().mul_(a_T[t, None])
+                    else:
+                        p_RV = logq_RV.exp()
+                        logq_RV.mul_(-b_T[t, None]).add_(a_T[t, None]).mul_(p_RV)
+                        del p_RV
+                if g_logp_T is not None:  # the onehot(y) part of ∂ log p_y/∂z
+                    gz_CV.scatter_add_(1, ids_T[sl, None], onehot_T[sl, None])
+                gzc_CV = gz_CV.to(compute_dtype)
+                if need_h:
+                    grad_h[sl] = (gzc_CV @ wc_VD).to(h_TD.dtype)
+                if need_w:
+                    if compute_dtype == acc:
+                        grad_w.addmm_(gzc_CV.t(), h_CD)
+                    else:
+                        grad_w += gzc_CV.t() @ h_CD
+                if need_b:
+                    grad_b += gz_CV.sum(0)
+                del gz_CV, gzc_CV
         return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
                 None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
 
@@ -130,7 +151,9 @@ def chunked_logp_entropy(
         weight_VD: LM-head weight (V × D); ``bias_V``: its bias, if the head has one.
         ids_T: the token whose log-prob is returned at each position (int64, in [0, V)).
         temperature: τ > 0; logits are divided by it before the softmax.
-        chunk_size: tokens per chunk (the memory/speed knob: extra memory ≈ 2 × chunk_size × V × 4 bytes).
+        chunk_size: tokens per chunk of the matmuls (the memory/speed knob: extra memory ≈ chunk_size × V
+            × 4 bytes for one chunk's logits, plus 16 MB for the softmax temporaries, plus the
+            float32 weight gradient).
         need_entropy: when False the entropy (and its gradient work) is skipped and None returned.
         compute_dtype: dtype of the two matmuls; default: the autocast dtype if autocast is enabled
             on ``h_TD``'s device, else ``h_TD.dtype``. The softmax always runs in float32.

@@ -84,6 +84,8 @@ def chunked_support(model: torch.nn.Module) -> str | None:
             reason = f"the model's logits differ from lm_head(last hidden state) by {err:.3g}"
     except ValueError as e:
         reason = str(e)
+    except (TypeError, AttributeError, RuntimeError) as e:  # a decoder with another call convention
+        reason = f"calling its decoder as a Llama-style body failed ({type(e).__name__}: {e})"
     _HEAD_CHECK[model] = reason
     if reason is not None:
         warnings.warn(f"chunked log-probs unavailable for {type(model).__name__} ({reason}); "
