@@ -6,10 +6,11 @@ grad; forward + backward of sum_t (log p(y_t) + 0.01 Â· H_t) with logits = h Wáµ
 * naive:   ``token_logp_entropy(h @ W.T, ids)`` (what ``models/forward.py`` does with ``chunk_size=0``)
 * chunked: ``chunked_logp_entropy(h, W, ids, chunk_size=C)``
 
-Each measurement runs in a fresh subprocess. Memory = the process's peak resident set size
-(``getrusage(RUSAGE_SELF).ru_maxrss``, a kernel high-water mark, so short-lived temporaries count)
-minus the resident size just before the forward, after h, W and the ids exist: every byte a tensor
-of the computation wrote (logits, softmax, gradients including the [V, D] weight gradient) shows up.
+Each measurement runs in a fresh subprocess. Memory = the process's peak resident set size (the
+kernel's high-water mark VmHWM, reset with ``/proc/self/clear_refs`` just before the forward, so
+short-lived temporaries count and the set-up's do not) minus the resident size at that moment, after
+h, W and the ids exist: every byte a tensor of the computation wrote (logits, softmax, gradients
+including the [V, D] weight gradient, BLAS work buffers) shows up.
 Large tensors are mmap'd by the allocator, so freed ones leave the RSS and do not mask later peaks.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/chunked_logprob.py --testbed  # the docs table
@@ -25,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -35,6 +35,21 @@ from pathlib import Path
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0), so the set-up's own
+    transient peak (e.g. building W) does not count."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(path: str, T: int, D: int, V: int, chunk: int) -> dict:
@@ -56,14 +71,15 @@ def child(path: str, T: int, D: int, V: int, chunk: int) -> dict:
     # warm-up on a tiny problem: loads kernels and thread pools outside the measured window
     hs = torch.randn(4, D, requires_grad=True)
     run(hs, torch.randn(16, D, requires_grad=True), torch.zeros(4, dtype=torch.long))
-    h = (torch.randn(T, D, generator=gen) * 0.5).requires_grad_()
-    w = (torch.randn(V, D, generator=gen) * D ** -0.5).requires_grad_()
+    h = torch.randn(T, D, generator=gen).mul_(0.5).requires_grad_()
+    w = torch.randn(V, D, generator=gen).mul_(D ** -0.5).requires_grad_()
     ids = torch.randint(0, V, (T,), generator=gen)
+    _reset_peak_rss()
     base = _rss_bytes()
     t0, c0 = time.perf_counter(), time.process_time()
     run(h, w, ids)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss_bytes()
     return {"path": path, "T": T, "chunk": chunk if path == "chunked" else None, "time_s": dt, "cpu_s": cpu,
             "peak_extra_bytes": peak - base, "base_rss_bytes": base,
             "grad_checksum": float(w.grad.double().abs().sum())}

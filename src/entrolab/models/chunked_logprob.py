@@ -42,11 +42,36 @@ def _row_blocks(n_rows: int, V: int):
     return [slice(r, r + step) for r in range(0, n_rows, step)]
 
 
+def _forward_chunk(z_CV, ids_C, logp_C, lse_C, entropy_C) -> None:
+    """Fill log p(y), logsumexp and (if ``entropy_C`` is given) the entropy of one chunk's logits.
+    Overwrites ``z_CV``. A function of its own so that no view of ``z_CV`` outlives the chunk (a view
+    left in a loop variable would keep two chunks of logits alive)."""
+    for r in _row_blocks(z_CV.shape[0], z_CV.shape[1]):
+        z_RV = z_CV[r]
+        lse_R = torch.logsumexp(z_RV, dim=-1)
+        lse_C[r] = lse_R
+        logp_C[r] = z_RV.gather(1, ids_C[r, None]).squeeze(1) - lse_R
+        if entropy_C is not None:
+            logq_RV = z_RV.sub_(lse_R[:, None])  # in place: log p (z is not needed again)
+            entropy_C[r] = -logq_RV.exp().mul_(logq_RV).sum(-1)
+
+
+def _logits_to_grad(z_CV, lse_C, a_C, b_C) -> None:
+    """Turn one chunk's logits into p·(a − b·log p) in place (``b_C`` None: p·a), row block by row block."""
+    for r in _row_blocks(z_CV.shape[0], z_CV.shape[1]):
+        logq_RV = z_CV[r].sub_(lse_C[r, None])
+        if b_C is None:
+            logq_RV.exp_().mul_(a_C[r, None])
+        else:
+            p_RV = logq_RV.exp()
+            logq_RV.mul_(-b_C[r, None]).add_(a_C[r, None]).mul_(p_RV)
+
+
 class _ChunkedLogpEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_TD, w_VD, b_V, ids_T, temperature, chunk_size, need_entropy, compute_dtype):
         with torch.autocast(h_TD.device.type, enabled=False):
-            T, V = h_TD.shape[0], w_VD.shape[0]
+            T = h_TD.shape[0]
             hc_TD, wc_VD = h_TD.to(compute_dtype), w_VD.to(compute_dtype)
             bc_V = None if b_V is None else b_V.to(compute_dtype)
             soft_dtype = torch.promote_types(compute_dtype, torch.float32)
@@ -54,16 +79,9 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
             lse_T = torch.empty_like(logp_T)
             entropy_T = torch.empty_like(logp_T) if need_entropy else None
             for s in range(0, T, chunk_size):
-                z_CV = _chunk_logits(hc_TD[s:s + chunk_size], wc_VD, bc_V, temperature)
-                for r in _row_blocks(z_CV.shape[0], V):
-                    z_RV, t = z_CV[r], slice(s + r.start, s + min(r.stop, z_CV.shape[0]))
-                    lse_R = torch.logsumexp(z_RV, dim=-1)
-                    lse_T[t] = lse_R
-                    logp_T[t] = z_RV.gather(1, ids_T[t, None]).squeeze(1) - lse_R
-                    if need_entropy:
-                        logq_RV = z_RV.sub_(lse_R[:, None])  # in place: log p (z is not needed again)
-                        entropy_T[t] = -logq_RV.exp().mul_(logq_RV).sum(-1)
-                del z_CV
+                sl = slice(s, min(s + chunk_size, T))
+                _forward_chunk(_chunk_logits(hc_TD[sl], wc_VD, bc_V, temperature), ids_T[sl], logp_T[sl],
+                               lse_T[sl], entropy_T[sl] if need_entropy else None)
         ctx.save_for_backward(h_TD, w_VD, b_V, ids_T, lse_T, entropy_T)
         ctx.settings = (temperature, chunk_size, need_entropy, compute_dtype)
         if need_entropy:
@@ -81,14 +99,17 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
         acc = torch.promote_types(compute_dtype, torch.float32)  # float32 accumulation (float64 kept)
         grad_w = torch.zeros(w_VD.shape, dtype=acc, device=w_VD.device) if need_w else None
         grad_b = torch.zeros(b_V.shape, dtype=acc, device=b_V.device) if need_b else None
-        done = (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
-                None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+
+        def done():
+            return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
+                    None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+
         if g_logp_T is None and g_ent_T is None:
-            return done
+            return done()
         # Per-row scalars with 1/τ folded in (∂z/∂logits = 1/τ):
         #   g_z = (g_logp·(onehot − p) − g_H·p·(log p + H)) / τ = p·(a − b·log p) + onehot·g_logp/τ,
         #   a = −(g_logp + g_H·H)/τ,  b = g_H/τ.
-        T, V = h_TD.shape[0], w_VD.shape[0]
+        T = h_TD.shape[0]
         g_lp_T = torch.zeros_like(lse_T) if g_logp_T is None else g_logp_T.to(acc)
         a_T = -g_lp_T / temperature
         b_T = None
@@ -103,15 +124,7 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
                 sl = slice(s, s + chunk_size)
                 h_CD = hc_TD[sl]
                 gz_CV = _chunk_logits(h_CD, wc_VD, bc_V, temperature)
-                for r in _row_blocks(gz_CV.shape[0], V):  # turn the logits into g_z in place
-                    t = slice(s + r.start, s + min(r.stop, gz_CV.shape[0]))
-                    logq_RV = gz_CV[r].sub_(lse_T[t, None])
-                    if b_T is None:
-                        logq_RV.exp_().mul_(a_T[t, None])
-                    else:
-                        p_RV = logq_RV.exp()
-                        logq_RV.mul_(-b_T[t, None]).add_(a_T[t, None]).mul_(p_RV)
-                        del p_RV
+                _logits_to_grad(gz_CV, lse_T[sl], a_T[sl], None if b_T is None else b_T[sl])
                 if g_logp_T is not None:  # the onehot(y) part of ∂ log p_y/∂z
                     gz_CV.scatter_add_(1, ids_T[sl, None], onehot_T[sl, None])
                 gzc_CV = gz_CV.to(compute_dtype)
@@ -125,8 +138,7 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
                 if need_b:
                     grad_b += gz_CV.sum(0)
                 del gz_CV, gzc_CV
-        return (grad_h, None if grad_w is None else grad_w.to(w_VD.dtype),
-                None if grad_b is None else grad_b.to(b_V.dtype), None, None, None, None, None)
+        return done()
 
 
 def chunked_logp_entropy(
