@@ -146,7 +146,7 @@ class TrainCfg(_Strict):
     dump_rollouts_every: int = Field(5, ge=0)  # write rollouts.jsonl for `entrolab diagnose`; 0 = never
     # tokens per chunk of the memory-lean log-prob/entropy path (models/chunked_logprob.py), used when no
     # component requires full logits; 0 = the naive full-logits path
-    logprob_chunk_size: int = Field(256, ge=0)
+    logprob_chunk_size: int = Field(256, ge=0)  # = models.chunked_logprob.DEFAULT_CHUNK_SIZE (tested)
 
 
 class EvalCfg(_Strict):

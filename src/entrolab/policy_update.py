@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from entrolab.components import Components
+from entrolab.models.chunked_logprob import DEFAULT_CHUNK_SIZE
 from entrolab.models.forward import completion_stats
 from entrolab.types import PolicyInputs, RolloutBatch, is_row_extra
 
@@ -60,7 +61,9 @@ class UpdateSettings:
     micro_batch_size: int | None = None
     grad_clip: float | None = 1.0
     autocast: bool = False
-    logprob_chunk_size: int = 0  # train.logprob_chunk_size (0 = naive full-logits path)
+    # train.logprob_chunk_size (0 = naive full-logits path); same default as the recipe, so a direct
+    # caller's update uses the same path as the trainer's scoring pass (on-policy ratios stay 1)
+    logprob_chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
 def micro_batch_loss(

@@ -311,6 +311,16 @@ class DigitReward:
         return torch.tensor(vals, dtype=torch.float32), {}
 
 
+def test_default_chunk_size_is_one_value():
+    """The recipe default, the update's default and the function's default agree, so a direct
+    ``update_policy`` call uses the same path as the trainer's scoring pass (ratios exactly 1)."""
+    from entrolab.config import TrainCfg
+    from entrolab.models.chunked_logprob import DEFAULT_CHUNK_SIZE
+    from entrolab.policy_update import UpdateSettings
+
+    assert TrainCfg().logprob_chunk_size == UpdateSettings().logprob_chunk_size == DEFAULT_CHUNK_SIZE > 0
+
+
 def test_trainer_update_chunked_matches_naive(tmp_path):
     """Scoring and one update (SGD, lr = 1, so the weight change is the gradient) on the tiny testbed
     model: chunked (the default) and naive agree in old log-probs/entropies, loss and gradient."""

@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import torch
 
+#: Default tokens per chunk (``train.logprob_chunk_size``), chosen by ``benchmarks/chunked_logprob.py``:
+#: at V = 152k it keeps the extra memory at one 156 MB chunk of logits, and chunks of 128 were slower.
+DEFAULT_CHUNK_SIZE = 256
+
 
 def _chunk_logits(h_CD, w_VD, b_V, temperature: float) -> torch.Tensor:
     """float32 temperature-scaled logits of one chunk, z_CV = (h Wᵀ + b) / τ."""
@@ -148,7 +152,7 @@ def chunked_logp_entropy(
     *,
     bias_V: torch.Tensor | None = None,
     temperature: float = 1.0,
-    chunk_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     need_entropy: bool = True,
     compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
