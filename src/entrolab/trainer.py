@@ -204,7 +204,9 @@ class Trainer:
         (``scoring_temperatures`` hook) in ``extras[logp_at_temperature_key(τ)]``."""
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         with torch.no_grad(), self._amp():
-            chunk = self.recipe.train.logprob_chunk_size
+            # the update's forward is the naive path when a component needs logits; score the same way so
+            # on-policy ratios stay exactly 1
+            chunk = 0 if "logits" in self.requires else self.recipe.train.logprob_chunk_size
             out = completion_stats(self.model, *args, temperature=batch.temperature,
                                    need_hidden="hidden" in self.requires, chunk_size=chunk)
             batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()

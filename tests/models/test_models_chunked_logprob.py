@@ -321,19 +321,43 @@ def test_default_chunk_size_is_one_value():
     assert TrainCfg().logprob_chunk_size == UpdateSettings().logprob_chunk_size == DEFAULT_CHUNK_SIZE > 0
 
 
+def _testbed_recipe(tmp_path, regularizers):
+    from entrolab.config import load_recipe
+
+    return load_recipe({
+        "seed": 3, "run_dir": str(tmp_path / "r"), "model": {"testbed_size": "tiny"},
+        "task": {"name": "countdown", "n_train": 64, "n_validation": 8, "n_test": 8},
+        "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 12},
+        "rewards": {"terms": [{"name": "test_models_chunked_logprob:DigitReward", "label": "digits"}]},
+        "objective": {"regularizers": regularizers}}, [])
+
+
+@pytest.mark.parametrize("needs_logits", [False, True])
+def test_scoring_uses_the_update_forward_path(tmp_path, needs_logits):
+    """Behaviour log-probs come from the same path as the update's forward: chunked by default, the
+    naive one when a component requires logits (SIREN), so on-policy ratios are exactly 1."""
+    from entrolab.trainer import Trainer
+
+    regs = [{"name": "siren", "beta": 0.005}] if needs_logits else []
+    trainer = Trainer(_testbed_recipe(tmp_path, regs), progress=False)
+    assert ("logits" in trainer.requires) == needs_logits
+    batch = trainer.rollout()
+    trainer.score(batch)
+    trainer.model.train()
+    with torch.no_grad():
+        fwd = completion_stats(trainer.model, batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT,
+                               batch.mask_BT, temperature=batch.temperature, need_logits=needs_logits,
+                               chunk_size=trainer.recipe.train.logprob_chunk_size)
+    assert torch.equal(fwd.logp_BT * batch.mask_BT, batch.old_logp_BT * batch.mask_BT)
+
+
 def test_trainer_update_chunked_matches_naive(tmp_path):
     """Scoring and one update (SGD, lr = 1, so the weight change is the gradient) on the tiny testbed
     model: chunked (the default) and naive agree in old log-probs/entropies, loss and gradient."""
-    from entrolab.config import load_recipe
     from entrolab.policy_update import UpdateSettings, update_policy
     from entrolab.trainer import Trainer
 
-    data = {"seed": 3, "run_dir": str(tmp_path / "r"), "model": {"testbed_size": "tiny"},
-            "task": {"name": "countdown", "n_train": 64, "n_validation": 8, "n_test": 8},
-            "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 12},
-            "rewards": {"terms": [{"name": "test_models_chunked_logprob:DigitReward", "label": "digits"}]},
-            "objective": {"regularizers": [{"name": "entropy_bonus", "coef": 0.01}]}}
-    rec = load_recipe(data, [])
+    rec = _testbed_recipe(tmp_path, [{"name": "entropy_bonus", "coef": 0.01}])
     assert rec.train.logprob_chunk_size > 0  # the trainer's default is the chunked path
     trainer = Trainer(rec, progress=False)
     batch = trainer.rollout()
