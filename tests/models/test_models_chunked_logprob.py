@@ -98,7 +98,7 @@ def test_matches_naive_float32(T, chunk, with_bias):
 @pytest.mark.parametrize("block_rows", [None, 3])
 def test_random_large_matches_naive(block_rows, monkeypatch):
     """Also with the softmax work split into row blocks of 3 inside each 128-token chunk (the split
-    a large vocabulary gets: 4M elements per block)."""
+    a large vocabulary gets: 1M elements per block)."""
     import entrolab.models.chunked_logprob as mod
 
     if block_rows:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import torch
 
-#: Default tokens per chunk (``train.logprob_chunk_size``), chosen by ``benchmarks/chunked_logprob.py``:
-#: at V = 152k it keeps the extra memory at one 156 MB chunk of logits, and chunks of 128 were slower.
+#: Default tokens per chunk (``train.logprob_chunk_size``), chosen with ``benchmarks/chunked_logprob.py``
+#: (V = 152k, D = 896, T = 2048, one CPU thread): 256 adds one 156 MB chunk of logits to the 544 MB
+#: weight gradient (0.74 GB in all, naive 6.2 GB) at 0.83x the naive time; 128 saved 0.08 GB for 2 %
+#: more time, and larger chunks only add memory (512 was no faster at T = 512).
 DEFAULT_CHUNK_SIZE = 256
 
 
@@ -35,11 +37,11 @@ def _chunk_logits(h_CD, w_VD, b_V, temperature: float) -> torch.Tensor:
     return z_CV.div_(temperature) if temperature != 1.0 else z_CV
 
 
-_BLOCK_ELEMS = 1 << 22  # elements per row block of the elementwise work (16 MB in float32)
+_BLOCK_ELEMS = 1 << 20  # elements per row block of the elementwise work (4 MB in float32)
 
 
 def _row_blocks(n_rows: int, V: int):
-    """Row slices for the elementwise softmax work inside a chunk: about 4M elements (16 MB in float32)
+    """Row slices for the elementwise softmax work inside a chunk: about 1M elements (4 MB in float32)
     each, so its temporaries stay small next to the chunk's logits (the matmuls keep whole chunks,
     where the GEMM is efficient)."""
     step = max(1, _BLOCK_ELEMS // max(V, 1))
@@ -168,7 +170,7 @@ def chunked_logp_entropy(
         ids_T: the token whose log-prob is returned at each position (int64, in [0, V)).
         temperature: τ > 0; logits are divided by it before the softmax.
         chunk_size: tokens per chunk of the matmuls (the memory/speed knob: extra memory ≈ chunk_size × V
-            × 4 bytes for one chunk's logits, plus 16 MB for the softmax temporaries, plus the
+            × 4 bytes for one chunk's logits, plus a few MB for the softmax temporaries, plus the
             float32 weight gradient).
         need_entropy: when False the entropy (and its gradient work) is skipped and None returned.
         compute_dtype: dtype of the two matmuls; default: the autocast dtype if autocast is enabled
