@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 
 #: Default tokens per chunk (``train.logprob_chunk_size``), chosen with ``benchmarks/chunked_logprob.py``
-#: (V = 152k, D = 896, T = 2048, one CPU thread): 256 adds one 156 MB chunk of logits to the 544 MB
-#: weight gradient (0.74 GB in all, naive 6.2 GB) at 0.83x the naive time; 128 saved 0.08 GB for 2 %
-#: more time, and larger chunks only add memory (512 was no faster at T = 512).
+#: (V = 152k, D = 896, one CPU thread): 256 adds one 156 MB chunk of logits to the 544 MB weight
+#: gradient (0.73 GB in all at T = 2048, naive 6.2 GB, at 0.83x the naive time); at T = 512, 128 saved
+#: 0.08 GB for 11 % more time and 512 only added memory (docs/benchmarks.md).
 DEFAULT_CHUNK_SIZE = 256
 
 
