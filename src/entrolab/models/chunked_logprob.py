@@ -15,8 +15,8 @@ and the chain rule through z gives ∂/∂h = g_z W / τ, ∂/∂W = g_zᵀ h / 
 
 The softmax and everything after it run in float32 even for bf16 h/W (as the naive path does with
 ``logits.float()``); the matmuls run in ``compute_dtype`` (the autocast dtype when autocast is on,
-else the inputs' dtype), so the logits equal the naive path's bit for bit before the softmax; the
-weight gradient is accumulated in float32 over chunks.
+else the inputs' dtype), as the LM head would run them; the temperature division happens after the
+float32 upcast; the weight gradient is accumulated in float32 over chunks.
 """
 
 from __future__ import annotations
