@@ -384,3 +384,24 @@ def test_trainer_update_chunked_matches_naive(tmp_path):
     assert any(d.abs().max() > 0 for d in deltas[0].values())
     for k in deltas[0]:
         torch.testing.assert_close(deltas[1][k], deltas[0][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_completion_stats_under_bf16_autocast(tiny_lm):
+    """fp32 master weights under bf16 autocast (the GPU setting): both paths run the head in bf16, the
+    softmax in fp32 on the same bf16 logits, so values agree to 1e-5; the head's gradient stays fp32 and
+    agrees to 1 % (relative; bf16 rounding of the backward matmuls)."""
+    model, _ = tiny_lm
+    args = _inputs(model.config.vocab_size)
+    mask = args[3]
+    outs, grads_ = [], []
+    for cs in (0, 4):
+        m = copy.deepcopy(model).train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = completion_stats(m, *args, chunk_size=cs)
+        ((out.logp_BT + 0.1 * out.entropy_BT) * mask).sum().backward()
+        outs.append(out)
+        grads_.append(m.lm_head.weight.grad)
+    assert outs[1].logp_BT.dtype == torch.float32 and grads_[1].dtype == torch.float32
+    torch.testing.assert_close(outs[1].logp_BT * mask, outs[0].logp_BT * mask, rtol=0, atol=1e-5)
+    torch.testing.assert_close(outs[1].entropy_BT * mask, outs[0].entropy_BT * mask, rtol=0, atol=1e-5)
+    assert float((grads_[1] - grads_[0]).norm() / grads_[0].norm()) < 1e-2
