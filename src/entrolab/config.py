@@ -155,6 +155,10 @@ class TrainCfg(_Strict):
     bf16: Literal["auto", True, False] = "auto"
     dump_rollouts_every: int = Field(5, ge=0)  # write rollouts.jsonl for `entrolab diagnose`; 0 = never
     gradient_checkpointing: bool = False  # recompute activations in backward (less memory, ~1 more forward)
+    # tokens per chunk of the memory-lean log-prob/entropy path (models/chunked_logprob.py), used when no
+    # component requires full logits; 0 = the naive full-logits path; "auto" = chunked (256) for
+    # vocabularies of at least 4096 tokens, naive below (where [T, V] is small and naive is as fast)
+    logprob_chunk_size: int | Literal["auto"] = Field("auto")
 
 
 class EvalCfg(_Strict):

@@ -60,6 +60,9 @@ class UpdateSettings:
     micro_batch_size: int | None = None
     grad_clip: float | None = 1.0
     autocast: bool = False
+    # tokens per chunk of the memory-lean log-prob path (0 = naive full-logits path); the trainer passes
+    # the size it also scores with (``Trainer.logprob_chunk``), so on-policy ratios stay exactly 1
+    logprob_chunk_size: int = 0
 
 
 def micro_batch_loss(
@@ -72,6 +75,7 @@ def micro_batch_loss(
     num_seqs: float,
     generator: torch.Generator | None,
     requires: set[str],
+    chunk_size: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
     """Loss of rows ``idx_B`` of ``batch`` (already scaled for accumulation), its metrics, and the
     detached log-probs ``logp_BT`` and entropies ``entropy_BT`` of those rows under the current policy."""
@@ -80,7 +84,7 @@ def micro_batch_loss(
     fwd = completion_stats(
         model, batch.prompt_ids_BL[idx_B], batch.mask_prompt_BL[idx_B], batch.completion_ids_BT[idx_B], mask_BT,
         temperature=batch.temperature, need_entropy=True,
-        need_hidden="hidden" in requires, need_logits="logits" in requires,
+        need_hidden="hidden" in requires, need_logits="logits" in requires, chunk_size=chunk_size,
     )
 
     def rows(t):
@@ -183,7 +187,7 @@ def update_policy(
                 with amp:
                     loss, metrics, logp_BT, ent_BT = micro_batch_loss(
                         model, comps, batch, idx_U, num_tokens=num_tokens, num_seqs=num_seqs,
-                        generator=generator, requires=requires)
+                        generator=generator, requires=requires, chunk_size=settings.logprob_chunk_size)
                 policy_logp_BT[idx_U] = logp_BT.float().cpu()  # the last pass's values survive
                 if entropy_BT is not None:
                     entropy_BT[idx_U] = ent_BT.float().cpu()

@@ -96,6 +96,11 @@ class Trainer:
         write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         init_path = self._initial_model_path()
         self.model, self.tokenizer = self._load_policy(init_path, latest)
+        from entrolab.models.chunked_logprob import resolve_chunk_size
+
+        # one path for scoring and update, so on-policy ratios stay exactly 1
+        self.logprob_chunk = resolve_chunk_size(recipe.train.logprob_chunk_size, needs_logits="logits" in self.requires,
+                                                vocab_size=self.model.get_output_embeddings().weight.shape[0])
         self.ref_model = None  # a LoRA policy's reference is its base weights (adapters disabled)
         if "ref_logp" in self.requires and recipe.model.lora is None:
             self.ref_model, _ = load_policy(str(init_path), tokenizer_path=recipe.model.tokenizer,
@@ -260,17 +265,19 @@ class Trainer:
         with torch.no_grad(), self._amp():
             if self.rescoring_needed(batch) if rescore is None else rescore:
                 out = completion_stats(self.model, *args, temperature=batch.temperature,
-                                       need_hidden="hidden" in self.requires)
+                                       need_hidden="hidden" in self.requires, chunk_size=self.logprob_chunk)
                 batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
                 batch.hidden_BTD = out.hidden_BTD
             else:  # the sampler's values are not the training forward's: never let them stand in
                 batch.old_logp_BT = batch.entropy_BT = batch.hidden_BTD = None
             if "ref_logp" in self.requires:
                 with reference_policy(self.model, self.ref_model) as ref_model:
-                    ref = completion_stats(ref_model, *args, temperature=batch.temperature, need_entropy=False)
+                    ref = completion_stats(ref_model, *args, temperature=batch.temperature, need_entropy=False,
+                                           chunk_size=self.logprob_chunk)
                 batch.ref_logp_BT = ref.logp_BT.float()
             for tau in self._scoring_temperatures():
-                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False)
+                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False,
+                                          chunk_size=self.logprob_chunk)
                 batch.extras[logp_at_temperature_key(tau)] = at_tau.logp_BT.float()
 
     def _scoring_temperatures(self) -> list[float]:
@@ -358,7 +365,8 @@ class Trainer:
         if side_metrics:
             metrics.update(side_metrics)
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
-                                  self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16)
+                                  self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16,
+                                  logprob_chunk_size=self.logprob_chunk)
         metrics.update(self.comps.prepare_batch(update_batch))  # batch-scope statistics, whole batch
         metrics.update(update_policy(self.model, self.optimizer, self.comps, update_batch, settings,
                                      generator=self.generator, requires=self.requires))

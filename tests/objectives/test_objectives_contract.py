@@ -182,7 +182,9 @@ def test_per_token_regularizer_is_aggregated_with_the_policy_loss(tiny_lm, agg):
     model, tok = tiny_lm
     model = copy.deepcopy(model)
     batch = _lm_batch(tok)
-    fwd = completion_stats(model, batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
+    # the same log-prob path as the update below, so only aggregation is compared
+    fwd = completion_stats(model, batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT,
+                           chunk_size=UpdateSettings().logprob_chunk_size)
     n_tok, n_seq = float(batch.mask_BT.sum()), float(batch.batch_size)
     expected = AGGREGATIONS.build(agg)(-50.0 * fwd.entropy_BT, batch.mask_BT, num_tokens=n_tok, num_seqs=n_seq)
     params = list(model.parameters())
