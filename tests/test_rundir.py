@@ -134,3 +134,19 @@ def test_item7_resume_with_changed_recipe(tmp_path, capsys):
                                      {"key": "train.steps", "old": 1, "new": 2}]
     assert records[1]["changes"] == [{"key": "train.steps", "old": 2, "new": 3}]
     assert metrics_steps(run_dir) == [1, 2, 3]
+
+
+def test_item7_resume_of_an_older_run_ignores_keys_added_since_at_their_default(tmp_path):
+    """A run whose recipe.yaml was written before a key existed (here: train.logprob_chunk_size and
+    train.gradient_checkpointing removed from the saved file) resumes without the flag; the same
+    missing key set to a non-default value is still a change to refuse."""
+    run_dir = Trainer(recipe(tmp_path, "old", **{"train.steps": 1, "train.save_every": 1}), progress=False).train()
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    for key in ("logprob_chunk_size", "gradient_checkpointing"):
+        saved["train"].pop(key)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    with pytest.raises(RunDirError, match=r"train.logprob_chunk_size: \"auto\" → 0"):
+        Trainer(recipe(tmp_path, "old", **{"train.steps": 2, "train.save_every": 1, "train.logprob_chunk_size": 0}),
+                resume=True, progress=False)
+    Trainer(recipe(tmp_path, "old", **{"train.steps": 2, "train.save_every": 1}), resume=True, progress=False).train()
+    assert metrics_steps(run_dir) == [1, 2]

@@ -121,6 +121,20 @@ def recipe_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any
             if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
 
 
+def _with_current_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """The saved recipe with keys added to the schema since it was written filled with their defaults,
+    so a run saved by an older entrolab resumes without counting new keys as changes (a new key set to
+    a non-default value still differs). A saved recipe the schema no longer accepts is compared as is."""
+    from pydantic import ValidationError
+
+    from entrolab.config import Recipe
+
+    try:
+        return Recipe.model_validate(old).model_dump(mode="json")
+    except ValidationError:
+        return old
+
+
 def resumable(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
 
@@ -143,7 +157,7 @@ def check_resume_recipe(run_dir: Path, recipe_yaml: str, *, step: int, allow: bo
         old = yaml.safe_load(saved.read_text())
     except yaml.YAMLError as err:
         raise RunDirError(f"{saved}: not valid YAML ({err}); cannot compare it with the recipe to resume") from err
-    changes = recipe_diff(old if isinstance(old, dict) else {}, yaml.safe_load(recipe_yaml))
+    changes = recipe_diff(_with_current_defaults(old if isinstance(old, dict) else {}), yaml.safe_load(recipe_yaml))
     if not changes:
         return
     listed = "; ".join(f"{k}: {_show(a)} → {_show(b)}" for k, a, b in changes)
