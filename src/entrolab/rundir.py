@@ -171,3 +171,28 @@ def check_resume_recipe(run_dir: Path, recipe_yaml: str, *, step: int, allow: bo
               "changes": [{"key": k, "old": a, "new": b} for k, a, b in changes]}
     with open(run_dir / "recipe_changes.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def resume_point(ckpt_root: Path) -> tuple[Path, tuple[dict[str, Any], dict[str, Any]]]:
+    """The newest checkpoint under ``ckpt_root`` that verifies against its manifest and whose trainer
+    state loads, with that (trainer_state, components_state); warns about each checkpoint skipped."""
+    states: dict[Path, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def loads(path: Path) -> str | None:
+        reason = ckpt.verify_checkpoint(path)
+        if reason is None:
+            try:
+                states[path] = ckpt.load_trainer_state(path)
+            except Exception as err:  # a checkpoint without manifest (0.1) can still be damaged
+                reason = f"{path}: trainer state does not load ({type(err).__name__}: {err})"
+        return reason
+
+    path, skipped = ckpt.newest_valid(ckpt_root, check=loads)
+    for reason in skipped:
+        warn(f"--resume: skipping invalid checkpoint: {reason}")
+    if path is None:
+        found = f"is valid ({'; '.join(skipped)})" if skipped else "yet"
+        raise FileNotFoundError(f"--resume: no checkpoint under {ckpt_root} {found}; start again with --overwrite")
+    if skipped:
+        warn(f"--resume: continuing from {path}")
+    return path, states[path]

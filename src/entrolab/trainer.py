@@ -30,7 +30,7 @@ from entrolab.models.forward import completion_stats
 from entrolab.batch_logging import batch_metrics, dump_rollouts
 from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
-from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, warn, write_atomic
+from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, resume_point, warn, write_atomic
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
 
 
@@ -89,7 +89,7 @@ class Trainer:
         # Only now, with the directory ours (one trainer per run directory): leftovers of a killed process.
         for done in ckpt.clean_stale(self.run_dir) + ckpt.clean_stale(self.ckpt_root):
             warn(f"stale temporary: {done}")
-        latest, resumed_state = self._resume_point() if resume else (None, None)
+        latest, resumed_state = resume_point(self.ckpt_root) if resume else (None, None)
         if latest is not None:
             check_resume_recipe(self.run_dir, recipe.to_yaml(), step=int(resumed_state[0]["step"]),
                                 allow=allow_recipe_change)
@@ -170,29 +170,6 @@ class Trainer:
         if self.recipe.train.gradient_checkpointing:
             enable_activation_checkpointing(model)
         return model, tokenizer
-
-    def _resume_point(self) -> tuple[Path, tuple[dict[str, Any], dict[str, Any]]]:
-        """The newest checkpoint that verifies against its manifest and loads; warns about each one skipped."""
-        def loads(path: Path) -> str | None:
-            reason = ckpt.verify_checkpoint(path)
-            if reason is None:
-                try:
-                    states[path] = ckpt.load_trainer_state(path)
-                except Exception as err:  # a checkpoint without manifest (0.1) can still be damaged
-                    reason = f"{path}: trainer state does not load ({type(err).__name__}: {err})"
-            return reason
-
-        states: dict[Path, tuple[dict[str, Any], dict[str, Any]]] = {}
-        path, skipped = ckpt.newest_valid(self.ckpt_root, check=loads)
-        for reason in skipped:
-            warn(f"--resume: skipping invalid checkpoint: {reason}")
-        if path is None:
-            found = f"is valid ({'; '.join(skipped)})" if skipped else "yet"
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.ckpt_root} {found}; start again with "
-                                    f"--overwrite")
-        if skipped:
-            warn(f"--resume: continuing from {path}")
-        return path, states[path]
 
     def _restore(self, path: Path, state: dict[str, Any], comp_state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
