@@ -126,7 +126,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
              num_prompts: int | None = None, n_samples: int = 64, temperature: float = 1.0,
              top_p: float = 1.0, max_new_tokens: int, greedy: bool = True, batch_size: int = 1024,
              seed: int = 0, label: str, progress: Callable[[int, int], None] | None = None,
-             model_name: str | None = None, task_config: dict[str, Any] | None = None) -> dict[str, Any]:
+             model_name: str | None = None, task_config: dict[str, Any] | None = None,
+             engine: str = "builtin") -> dict[str, Any]:
     """Sample ``n_samples`` completions per prompt of ``split`` and return the eval JSON dict.
 
     Prompts are processed in chunks of ``max(1, batch_size // n_samples)`` prompts (each chunk one
@@ -146,9 +147,11 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         progress: called as ``progress(done, total)`` in sequences after each sampler call.
         model_name: recorded as ``"model"`` (default: the model's ``name_or_path``).
         task_config: recorded as ``"task"`` (default: ``{"name": task.name}``).
+        engine: the sampler, a ``rollout.engine`` name (``builtin`` or ``hf``).
     """
-    from entrolab.rollout.sampler import sample  # imported here: rollout imports models, not us
+    from entrolab.rollout.sampler import get_engine  # imported here: rollout imports models, not us
 
+    sample = get_engine(engine)
     if n_samples < 1:
         raise ValueError(f"evaluate needs n_samples >= 1, got {n_samples}")
     if batch_size < 1:

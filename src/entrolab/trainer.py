@@ -201,9 +201,10 @@ class Trainer:
 
     def _sample(self, prompts: list, *, temperature: float, group_size: int) -> RolloutBatch:
         from entrolab.models.loading import format_prompt
-        from entrolab.rollout.sampler import sample
+        from entrolab.rollout.sampler import get_engine
 
         r = self.recipe.rollout
+        sample = get_engine(r.engine)
         texts = [format_prompt(self.tokenizer, p.text, chat_template=self.recipe.model.chat_template) for p in prompts]
         self.model.eval()
         with torch.no_grad(), self._amp():
@@ -397,7 +398,7 @@ class Trainer:
                               n_samples=n_samples or e.n_samples, temperature=e.temperature, top_p=e.top_p,
                               max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
                               greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label,
-                              progress=cb)
+                              progress=cb, engine=self.recipe.rollout.engine)
         write_eval(result, self.run_dir / "eval" / f"{label}.json")
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result

@@ -169,20 +169,9 @@ def sample(
         (0 at masked positions).
     """
     P, G = len(prompts), group_size
-    if P == 0:
-        raise ValueError("sample() needs at least one prompt")
-    if G < 1 or max_new_tokens < 1:
-        raise ValueError(f"group_size and max_new_tokens must be >= 1, got {G} and {max_new_tokens}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    if generator is None and not greedy:
-        raise ValueError("sample() needs a torch.Generator unless greedy=True")
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer needs pad and eos tokens (use models.loading.prepare_tokenizer)")
-    texts = [p.text for p in prompts] if prompt_texts is None else list(prompt_texts)
-    if len(texts) != P:
-        raise ValueError(f"prompt_texts has {len(texts)} entries for {P} prompts")
-    prompt_ids = encode_prompts(tokenizer, texts)
+    texts, prompt_ids = check_and_encode(tokenizer, prompts, group_size=G, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, greedy=greedy, generator=generator,
+                                         prompt_texts=prompt_texts)
     pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
 
     B = P * G
@@ -203,7 +192,38 @@ def sample(
     finally:
         model.train(was_training)
 
+    return assemble_batch(tokenizer, prompts, texts, prompt_ids, parts, group_size=G, temperature=temperature)
+
+
+def check_and_encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, group_size: int,
+                     max_new_tokens: int, batch_size: int | None, greedy: bool, generator: torch.Generator | None,
+                     prompt_texts: Sequence[str] | None) -> tuple[list[str], list[list[int]]]:
+    """Validate a sampler call's arguments (shared by every engine); return the P texts and their ids."""
+    P, G = len(prompts), group_size
+    if P == 0:
+        raise ValueError("sample() needs at least one prompt")
+    if G < 1 or max_new_tokens < 1:
+        raise ValueError(f"group_size and max_new_tokens must be >= 1, got {G} and {max_new_tokens}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    if generator is None and not greedy:
+        raise ValueError("sample() needs a torch.Generator unless greedy=True")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer needs pad and eos tokens (use models.loading.prepare_tokenizer)")
+    texts = [p.text for p in prompts] if prompt_texts is None else list(prompt_texts)
+    if len(texts) != P:
+        raise ValueError(f"prompt_texts has {len(texts)} entries for {P} prompts")
+    return texts, encode_prompts(tokenizer, texts)
+
+
+def assemble_batch(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], texts: list[str],
+                   prompt_ids: list[list[int]], parts: list[tuple[torch.Tensor, ...]], *, group_size: int,
+                   temperature: float) -> RolloutBatch:
+    """The ``RolloutBatch`` from per-chunk ``(tokens_nT, logp_nT, entropy_nT, length_n, eos_n)`` (CPU),
+    rows in group order; every engine returns through here so their batches agree field by field."""
+    G, pad_id = group_size, int(tokenizer.pad_token_id)
     tokens_BT, logp_BT, entropy_BT, length_B, eos_B = (torch.cat(x) for x in zip(*parts))
+    B = tokens_BT.shape[0]
     T = int(length_B.max())
     mask_BT = torch.arange(T).unsqueeze(0) < length_B.unsqueeze(1)
     tokens_BT = tokens_BT[:, :T].masked_fill(~mask_BT, pad_id)
@@ -228,3 +248,18 @@ def sample(
         entropy_BT=entropy_BT,
         extras={"prompt_texts": texts},  # the P texts encoded (chat-formatted if asked): scoring context
     )
+
+
+#: ``rollout.engine`` name → module and function with ``sample``'s signature (imported on first use).
+ENGINES = {"builtin": ("entrolab.rollout.sampler", "sample"), "hf": ("entrolab.rollout.hf_engine", "sample_hf")}
+
+
+def get_engine(name: str) -> Callable[..., RolloutBatch]:
+    """The sampler function of ``rollout.engine`` ``name`` (``builtin``: the KV-cache loop above;
+    ``hf``: ``model.generate``, the reference)."""
+    import importlib
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout.engine {name!r}; known: {sorted(ENGINES)}")
+    module, fn = ENGINES[name]
+    return getattr(importlib.import_module(module), fn)
