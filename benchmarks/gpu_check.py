@@ -1,0 +1,230 @@
+"""One prepared run for a GPU machine: rollout engines, the RL step, LoRA/checkpointing, log-prob parity.
+
+The GPU machine has no internet, so everything is built in code: a random-init model of
+Qwen2-0.5B's shape (vocab 151,936, hidden 896, 24 layers, 14 query / 2 KV heads, MLP 4864, tied
+embeddings) and a char-level tokenizer padded with filler tokens to the model's vocabulary (a
+random model samples any id; each must decode). Parts, each in its own try/except so a failing
+part still leaves the others in the JSON:
+
+  decode        tokens/s of ``rollout.engine`` builtin vs hf (``model.generate``) on the same prompts
+  rl_step       one GRPO step (rollout + score + update) through entrolab's Trainer, its time/*
+                metrics, completion tokens/s and peak CUDA memory
+  rl_step_lora, rl_step_gc   the same step with ``model.lora`` / ``train.gradient_checkpointing``
+  parity        max |Δ| between the sampler's log-probs and the training forward's, per engine
+
+    PYTHONPATH=src python benchmarks/gpu_check.py --out gpu_check.json            # GPU, full sizes
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/gpu_check.py --small --out /tmp/gc.json  # CPU dry run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import string
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+QWEN2_05B = dict(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                 num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32_768,
+                 rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
+SMALL = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+
+#: Workload sizes: (decode prompts, decode new tokens, RL prompts, group size, RL new tokens, RL steps).
+FULL_SIZES = dict(decode_prompts=512, decode_tokens=256, rl_prompts=16, group_size=8, rl_tokens=256, rl_steps=2)
+SMALL_SIZES = dict(decode_prompts=8, decode_tokens=8, rl_prompts=2, group_size=2, rl_tokens=8, rl_steps=1)
+
+
+def build_tokenizer(vocab_size: int):
+    """The printable-ASCII char tokenizer (``models.tokenizer``'s layout: pad, bos, eos, unk, then
+    characters), padded with ``<x{i}>`` filler tokens to ``vocab_size`` entries so every id decodes."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from entrolab.models.tokenizer import BOS, EOS, PAD, UNK, char_vocab
+
+    vocab = char_vocab(string.printable)
+    if len(vocab) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} < {len(vocab)} characters and special tokens")
+    vocab.update({f"<x{i}>": i for i in range(len(vocab), vocab_size)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS,
+                                   unk_token=UNK, padding_side="left", split_special_tokens=True,
+                                   clean_up_tokenization_spaces=False)
+
+
+def build_model(shape: dict, tok, device: torch.device, dtype: torch.dtype):
+    """A random-init ``Qwen2ForCausalLM`` of ``shape`` with the tokenizer's special ids."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(**shape, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model
+
+
+def prompts(n: int):
+    from entrolab.types import Prompt
+
+    return [Prompt(id=str(i), text=f"Using the numbers {i % 97}, {3 * i % 89}, {7 * i % 83}, make {i % 101}. "
+                   "Answer:") for i in range(n)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decode(model, tok, device, sizes) -> dict:
+    """(a) generated tokens/s of each engine on the same prompts, after a small warm-up call."""
+    from entrolab.rollout.sampler import get_engine
+
+    ps, out = prompts(sizes["decode_prompts"]), {}
+    for name in ("builtin", "hf"):
+        sample = get_engine(name)
+        sample(model, tok, ps[:4], group_size=1, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
+        _sync(device)
+        t0 = time.perf_counter()
+        batch = sample(model, tok, ps, group_size=1, max_new_tokens=sizes["decode_tokens"],
+                       generator=torch.Generator().manual_seed(0))
+        _sync(device)
+        wall = time.perf_counter() - t0
+        toks = int(batch.mask_BT.sum())
+        out[name] = {"wall_s": wall, "tokens": toks, "tokens_per_s": toks / wall}
+    out["builtin_over_hf"] = out["builtin"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+    return out
+
+
+def parity(model, tok, device) -> dict:
+    """(d) max |Δ| between each engine's recorded log-probs and ``completion_stats`` (the training
+    forward) on the same completions, over valid tokens; also the entropy difference."""
+    from entrolab.models.forward import completion_stats
+    from entrolab.rollout.sampler import get_engine
+
+    out = {}
+    for name in ("builtin", "hf"):
+        batch = get_engine(name)(model, tok, prompts(8), group_size=2, max_new_tokens=32, temperature=1.0,
+                                 generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            fwd = completion_stats(model, *(x.to(device) for x in (batch.prompt_ids_BL, batch.mask_prompt_BL,
+                                                                  batch.completion_ids_BT, batch.mask_BT)),
+                                   temperature=batch.temperature)
+        m = batch.mask_BT
+        out[name] = {"max_abs_dlogp": float((fwd.logp_BT.float().cpu() - batch.old_logp_BT)[m].abs().max()),
+                     "max_abs_dentropy": float((fwd.entropy_BT.float().cpu() - batch.entropy_BT)[m].abs().max()),
+                     "tokens": int(m.sum())}
+    return out
+
+
+def rl_step(folder: Path, device, sizes, *, lora: bool = False, gc: bool = False) -> dict:
+    """(b)/(c) GRPO steps through the Trainer on the saved model; metrics of the last step."""
+    from entrolab.config import load_recipe
+    from entrolab.trainer import Trainer
+
+    data = {"name": "gpu_check", "seed": 0, "run_dir": str(folder / f"run_lora{int(lora)}_gc{int(gc)}"),
+            "model": {"path": str(folder / "model"), **({"lora": {"r": 16}} if lora else {})},
+            "task": {"name": "countdown", "n_train": 256, "n_validation": 8, "n_test": 8},
+            "rollout": {"prompts_per_step": sizes["rl_prompts"], "group_size": sizes["group_size"],
+                        "max_new_tokens": sizes["rl_tokens"], "engine": "builtin"},
+            "advantage": {"name": "grpo"}, "train": {"steps": sizes["rl_steps"], "gradient_checkpointing": gc,
+                                                     "dump_rollouts_every": 0}}
+    trainer = Trainer(load_recipe(data, []), progress=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps = [trainer.train_step() for _ in range(sizes["rl_steps"])]  # the first one warms up
+    last = {k: v for k, v in steps[-1].items() if k.startswith("time/")}
+    last["completion_tokens"] = steps[-1].get("rollout/len_mean", 0.0) * sizes["rl_prompts"] * sizes["group_size"]
+    if device.type == "cuda":
+        last["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    last["first_step_s"] = steps[0]["time/step_s"]
+    return last
+
+
+def run(*, small: bool, out: Path, device: str = "auto") -> dict:
+    from entrolab.models.loading import resolve_device
+
+    dev = resolve_device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    shape, sizes = (SMALL, SMALL_SIZES) if small else (QWEN2_05B, FULL_SIZES)
+    result: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                                "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+                                or platform.machine(), "dtype": str(dtype)},
+                    "shape": shape, "sizes": sizes, "errors": {}}
+    try:
+        import transformers
+        result["machine"]["transformers"] = transformers.__version__
+    except ImportError:  # the run below then fails part by part, which the JSON records
+        pass
+    tok = build_tokenizer(shape["vocab_size"])
+    model = build_model(shape, tok, dev, dtype)
+    result["params"] = sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        parts = {"decode": lambda: decode(model, tok, dev, sizes), "parity": lambda: parity(model, tok, dev)}
+        for name, fn in parts.items():
+            _part(result, name, fn)
+        model.save_pretrained(folder / "model")
+        tok.save_pretrained(folder / "model")
+        del model
+        for name, kw in (("rl_step", {}), ("rl_step_lora", {"lora": True}), ("rl_step_gc", {"gc": True})):
+            _part(result, name, lambda: rl_step(folder, dev, sizes, **kw))
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+    return result
+
+
+def _part(result: dict, name: str, fn) -> None:
+    t0 = time.perf_counter()
+    try:
+        result[name] = fn()
+    except Exception as err:  # one failing part must not lose the others (the JSON records why)
+        result["errors"][name] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+    result.setdefault("part_wall_s", {})[name] = time.perf_counter() - t0
+
+
+def table(r: dict) -> str:
+    rows = [f"gpu_check on {r['machine']['device']} ({r['machine']['dtype']}), {r.get('params', 0) / 1e6:.1f}M params"]
+    for eng in ("builtin", "hf"):
+        if "decode" in r:
+            d = r["decode"][eng]
+            rows.append(f"decode {eng:8s} {d['tokens_per_s']:12.1f} tok/s  ({d['tokens']} tokens, {d['wall_s']:.2f} s)")
+        if "parity" in r:
+            p = r["parity"][eng]
+            rows.append(f"parity {eng:8s} max|Δlogp| {p['max_abs_dlogp']:.2e}  max|ΔH| {p['max_abs_dentropy']:.2e}")
+    for name in ("rl_step", "rl_step_lora", "rl_step_gc"):
+        if name in r:
+            s = r[name]
+            mem = f"  peak {s['peak_mem_gib']:.2f} GiB" if "peak_mem_gib" in s else ""
+            rows.append(f"{name:12s} step {s['time/step_s']:.2f} s  {s['time/tokens_per_s']:.1f} completion tok/s"
+                        f"  (rollout {s['time/rollout_s']:.2f} s){mem}")
+    rows += [f"FAILED {k}: {v.splitlines()[0]}" for k, v in r["errors"].items()]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="tiny model and workload (a CPU dry run)")
+    ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = ap.parse_args(argv)
+    result = run(small=args.small, out=args.out, device=args.device)
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
