@@ -1,0 +1,73 @@
+"""benchmarks/gpu_check.py: its CUDA-independent path runs here (``--small``, CPU) and writes every part."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gc():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_qwen2_shape_is_the_0_5b_model(gc):
+    """The full-size shape has Qwen2-0.5B's parameter count (~494M with tied embeddings), checked on
+    the meta device so nothing is allocated."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(Qwen2Config(**gc.QWEN2_05B))
+    n = sum(p.numel() for p in model.parameters())
+    assert model.config.vocab_size == 151_936
+    assert 490e6 < n < 500e6, n
+
+
+def test_tokenizer_decodes_every_model_id_and_round_trips_text(gc):
+    tok = gc.build_tokenizer(600)
+    assert len(tok) == 600
+    text = string.printable
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.decode([599]) == "<x599>"  # a filler id a random model may sample
+    with pytest.raises(ValueError, match="vocab_size 10"):
+        gc.build_tokenizer(10)
+
+
+def test_small_run_writes_every_part(gc, tmp_path):
+    out = tmp_path / "gc.json"
+    result = gc.run(small=True, out=out, device="cpu")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["errors"] == {}
+    sizes = gc.SMALL_SIZES
+    for eng in ("builtin", "hf"):
+        d = result["decode"][eng]
+        assert 0 < d["tokens"] <= sizes["decode_prompts"] * sizes["decode_tokens"] and d["tokens_per_s"] > 0
+        # fp32 on CPU: the sampler's log-probs are the training forward's up to rounding.
+        assert result["parity"][eng]["max_abs_dlogp"] < 1e-4
+        assert result["parity"][eng]["tokens"] > 0
+    for name in ("rl_step", "rl_step_lora", "rl_step_gc"):
+        s = result[name]
+        parts = sum(v for k, v in s.items()
+                    if k.startswith("time/") and k.endswith("_s") and k not in ("time/step_s", "time/tokens_per_s"))
+        assert parts == pytest.approx(s["time/step_s"], rel=1e-6)
+        assert s["time/tokens_per_s"] > 0
+
+
+def test_a_failing_part_is_recorded_and_the_rest_kept(gc):
+    result = {"errors": {}}
+    gc._part(result, "ok", lambda: {"x": 1})
+    gc._part(result, "bad", lambda: 1 / 0)
+    assert result["ok"] == {"x": 1} and "bad" not in result
+    assert result["errors"]["bad"].startswith("ZeroDivisionError")
+    assert "FAILED bad: ZeroDivisionError" in gc.table({**result, "machine": {"device": "cpu", "dtype": "f32"}})
