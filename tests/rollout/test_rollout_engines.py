@@ -154,3 +154,54 @@ def test_trainer_samples_and_trains_with_the_hf_engine(tmp_path):
     assert metrics["time/tokens_per_s"] > 0
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
     assert json.loads(json.dumps(tr.recipe.model_dump()))["rollout"]["engine"] == "hf"
+
+
+def _ranks_of_drawn_tokens(model, batch):
+    """Rank (0 = most likely) of each drawn token among the step's logits, over valid tokens."""
+    ids = torch.cat([batch.prompt_ids_BL, batch.completion_ids_BT], 1)
+    mask = torch.cat([batch.mask_prompt_BL, batch.mask_BT], 1)
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask.long(), position_ids=pos).logits
+    L, T = batch.prompt_ids_BL.shape[1], batch.completion_ids_BT.shape[1]
+    step_BTV = logits[:, L - 1: L - 1 + T]
+    drawn_BT1 = step_BTV.gather(-1, batch.completion_ids_BT.unsqueeze(-1))
+    return (step_BTV > drawn_BT1).sum(-1)[batch.mask_BT]
+
+
+def test_hf_engine_keeps_the_whole_vocabulary(tiny_lm):
+    """HF fills unset options with its global defaults, top_k = 50 among them; the tiny vocabulary has
+    52 tokens, so at a near-uniform temperature the 2 least likely tokens of a step must still be drawn
+    (about 2/52 of ~1,000 draws), as the builtin engine draws them."""
+    model, tok = tiny_lm
+    assert model.config.vocab_size > 50
+    batch = get_engine("hf")(model, tok, PROMPTS, group_size=8, max_new_tokens=60,
+                             generator=torch.Generator().manual_seed(2), temperature=100.0)
+    ranks = _ranks_of_drawn_tokens(model, batch)
+    assert ranks.numel() > 500
+    assert (ranks >= 50).sum() > 5
+
+
+def test_hf_engine_ignores_the_models_generation_defaults(eos_lm):
+    """A checkpoint's generation_config.json (repetition penalty, n-gram blocking, top-k, sampling)
+    must not change what the hf engine does: greedy stays the builtin's greedy."""
+    model, tok = eos_lm
+    m = copy.deepcopy(model)
+    m.generation_config.update(repetition_penalty=3.0, no_repeat_ngram_size=2, top_k=1, do_sample=True,
+                               temperature=0.1)
+    a, b = _greedy("builtin", model, tok), _greedy("hf", m, tok)
+    assert torch.equal(a.completion_ids_BT, b.completion_ids_BT)
+    assert m.generation_config.repetition_penalty == 3.0  # the model's own config is left as it was
+
+
+def test_hf_engine_ignores_the_generation_defaults_under_lora(eos_lm):
+    """The same through a peft LoRA wrapper (adapters at init are a no-op on the outputs)."""
+    pytest.importorskip("peft")
+    from entrolab.models.loading import apply_lora
+
+    model, tok = eos_lm
+    m = copy.deepcopy(model)
+    m.generation_config.update(repetition_penalty=3.0, no_repeat_ngram_size=2)
+    m = apply_lora(m, r=2)
+    a, b = _greedy("builtin", model, tok), _greedy("hf", m, tok)
+    assert torch.equal(a.completion_ids_BT, b.completion_ids_BT)

@@ -63,17 +63,25 @@ def _generate_chunk_hf(model, rows_ids: list[list[int]], *, pad_id: int, eos_id:
     device = next(model.parameters()).device
     ids_nL, mask_nL = left_pad(rows_ids, pad_id)
     n, L, T = ids_nL.shape[0], ids_nL.shape[1], max_new_tokens
-    cfg = GenerationConfig(max_new_tokens=T, min_new_tokens=0, do_sample=not greedy,
-                           temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
-                           top_k=None, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
+    # top_k=0 explicitly: an unset (None) option is filled from HF's global defaults, which have top_k 50.
+    cfg = GenerationConfig(max_new_tokens=T, do_sample=not greedy, temperature=temperature if not greedy else 1.0,
+                           top_p=top_p if not greedy else 1.0, top_k=0, pad_token_id=pad_id, eos_token_id=eos_id,
                            return_dict_in_generate=True)
     rec = _Recorder(temperature)
     seed = 0 if greedy else int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=ids_nL.to(device), attention_mask=mask_nL.long().to(device),
-                             generation_config=cfg, logits_processor=LogitsProcessorList([rec]))
+    # generate also fills unset options from model.generation_config (a checkpoint's
+    # generation_config.json: repetition penalty, top-k, ...): a blank one stands in during the call.
+    # (peft's generate hands its own generation_config to the base model, so this covers LoRA too.)
+    own = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids_nL.to(device), attention_mask=mask_nL.long().to(device),
+                                 generation_config=cfg, logits_processor=LogitsProcessorList([rec]))
+    finally:
+        model.generation_config = own
     gen_nt = out.sequences[:, L:]
     rec.finish(gen_nt[:, -1])
     t = gen_nt.shape[1]  # < T only when every row hit EOS early
