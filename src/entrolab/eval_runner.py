@@ -87,7 +87,7 @@ def base_eval_key(model_path: Path, recipe: Recipe) -> str:
     h = hashlib.sha256(json.dumps({
         "version": EVAL_CACHE_VERSION, "eval": recipe.eval.model_dump(mode="json"), "task": recipe.task,
         "seed": recipe.seed, "max_new_tokens": recipe.eval.max_new_tokens or recipe.rollout.max_new_tokens,
-        "dtype": recipe.model.dtype, "chat_template": recipe.model.chat_template,
+        "dtype": recipe.model.dtype, "chat_template": recipe.model.chat_template, "engine": recipe.rollout.engine,
     }, sort_keys=True, default=str).encode())
     folders = [Path(model_path)] + ([Path(recipe.model.tokenizer)] if recipe.model.tokenizer else [])
     for folder in folders:
