@@ -110,6 +110,7 @@ def test_item_e_lora_and_checkpointing_in_recipe_and_key_numbers(tmp_path):
     rows = {r[0]: r[2] for r in key_numbers(load_run(run_dir))[1]}
     assert rows["fine-tuning"] == "LoRA r=4, alpha=8.0, dropout=0.0, modules=all-linear"
     assert rows["gradient checkpointing"] == "on"
+    assert (rows["rollout engine"], rows["model dtype"], rows["log-prob chunk size"]) == ("builtin", "auto", "auto")
 
 
 def test_lora_resume_gives_identical_adapters(tmp_path):

@@ -124,8 +124,9 @@ def key_numbers(run: RunData) -> tuple[list[str], list[list[Any]]]:
 
 
 def memory_setup(recipe_text: str | None) -> list[tuple[str, str]]:
-    """Key-number rows for the run's parameter/memory choices (``model.lora``,
-    ``train.gradient_checkpointing``) from the resolved recipe; none when it is missing."""
+    """Key-number rows for the run's engine, parameter and memory choices (``rollout.engine``,
+    ``model.dtype``, ``model.lora``, ``train.gradient_checkpointing``, ``train.logprob_chunk_size``)
+    from the resolved recipe; none when it is missing."""
     try:
         data = yaml.safe_load(recipe_text) if recipe_text else None
     except yaml.YAMLError:
@@ -136,8 +137,12 @@ def memory_setup(recipe_text: str | None) -> list[tuple[str, str]]:
     tuning = ("full fine-tuning" if not isinstance(lora, dict) else
               f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
               f"modules={lora.get('target_modules')}")
-    ckpt = bool((data.get("train") or {}).get("gradient_checkpointing", False))
-    return [("fine-tuning", tuning), ("gradient checkpointing", "on" if ckpt else "off")]
+    train = data.get("train") or {}
+    ckpt = bool(train.get("gradient_checkpointing", False))
+    return [("rollout engine", str((data.get("rollout") or {}).get("engine", "builtin"))),
+            ("model dtype", str((data.get("model") or {}).get("dtype", "auto"))),
+            ("fine-tuning", tuning), ("gradient checkpointing", "on" if ckpt else "off"),
+            ("log-prob chunk size", str(train.get("logprob_chunk_size", 0)))]
 
 
 def eval_table(run: RunData) -> tuple[list[str], list[list[Any]]]:
