@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--base", default=None, help="saved HF model folder; default: a random-init testbed model")
     ap.add_argument("--size", default="tiny")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed rounds, one more entrolab step under torch.profiler: top ops by self time")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before = os.getloadavg()
@@ -99,7 +101,7 @@ def main() -> None:
 
     train = task.prompts("train")
     rng = random.Random(0)
-    rounds = [rng.sample(train, args.prompts) for _ in range(n_steps)]
+    rounds = [rng.sample(train, args.prompts) for _ in range(n_steps + 1)]  # + 1: the --profile step
 
     class SamePrompts(Trainer):
         """entrolab's trainer with the round's prompts given, and the last batch kept for the FLOP count."""
@@ -209,6 +211,10 @@ def main() -> None:
           f"{statistics.median(m['time/rollout_s'] for m in ours_metrics) / (2 * n_params * (p_tok + c_tok) / rate):.2f}x")
     print(f"TRL / entrolab = {med['trl'] / med['entrolab']:.2f}x (goal >= 1.4)")
     print(f"entrolab / floor = {med['entrolab'] / floor_s:.2f}x (goal <= 1.25)")
+    if args.profile:  # where the step's time goes, by operator (profiler overhead included)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            ours.train_step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print("all rounds (s): trl " + " ".join(f"{x:.3f}" for x in times["trl"])
           + " | entrolab " + " ".join(f"{x:.3f}" for x in times["entrolab"]))
 
