@@ -19,12 +19,13 @@ data loading, generation, rewards and update all count), then the entrolab step 
 callback and is timed on its own: the two alternate, so machine load hits both alike.
 
 The FLOP floor of entrolab's step: 2·N_params FLOPs per token per forward (N_params counts the tied
-embedding once, as the LM head; attention-score FLOPs are left out, so this is a lower bound),
-sampling = one forward per valid prompt token (prefill) and per valid completion token, the update =
-3 forward-equivalents (forward + backward) over the same tokens:
-    floor_FLOPs = 2·N·(P + C) + 3·2·N·(P + C) = 8·N·(P + C),
-P and C the valid prompt and completion tokens of the batch, divided by the single-thread fp32
-matmul rate measured in this run (2048×2048 @ 2048×2048, best of a few).
+embedding once, as the LM head; attention-score FLOPs are left out, so this is a lower bound).
+Sampling needs one forward per valid completion token and one prefill of each distinct prompt (the
+G completions of a prompt share it, as entrolab's sampler does); the update needs 3 forward-equivalents
+(forward + backward) over every row's valid prompt and completion tokens:
+    floor_FLOPs = 2·N·(P/G + C) + 6·N·(P + C),
+P and C the valid prompt and completion tokens of the batch (P summed over all rows), divided by the
+single-thread fp32 matmul rate measured in this run (2048×2048 @ 2048×2048, best of a few).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="saved HF model folder; default: a random-init testbed model")
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--profile", action="store_true",
-                    help="after the timed rounds, one more entrolab step under torch.profiler: top ops by self time")
+                    help="after the timed rounds, entrolab sampling and one more step under torch.profiler: top ops")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before = os.getloadavg()
@@ -171,6 +172,7 @@ def main() -> None:
     rate_after = matmul_rate()
     cfg_m = ours.model.config  # the model's own MLP matmul shape over a padded batch, for comparison
     rate_model = matmul_rate(int(statistics.median(padded)), cfg_m.hidden_size, cfg_m.intermediate_size)
+    rate_decode = matmul_rate(bsz, cfg_m.hidden_size, cfg_m.intermediate_size, repeats=50)  # one decode step's MLP
     load_after = os.getloadavg()
 
     import trl
@@ -180,7 +182,9 @@ def main() -> None:
     rate = max(rate_before, rate_after) * 1e9
     p_tok = statistics.median(t[0] for t in tokens)
     c_tok = statistics.median(t[1] for t in tokens)
-    floor_s = 8 * n_params * (p_tok + c_tok) / rate
+    sample_floor_s = 2 * n_params * (p_tok / args.group + c_tok) / rate
+    update_floor_s = 6 * n_params * (p_tok + c_tok) / rate
+    floor_s = sample_floor_s + update_floor_s
     print(f"settings: {args.prompts} prompts x {args.group} completions x <= {args.tokens} tokens, one optimizer "
           f"step per batch, fp32, GRPO/PPO-clip, token mean; model {base.name if args.base else 'random-init '}"
           f"{'' if args.base else args.size} ({n_params:,} params); {args.warmup} warm-up + {args.rounds} "
@@ -197,24 +201,29 @@ def main() -> None:
     for key in ("time/rollout_s", "time/score_s", "time/verify_reward_s", "time/update_s", "time/log_s"):
         if key in ours_metrics[0]:
             print(f"| entrolab {key} | {statistics.median(m[key] for m in ours_metrics):.3f} |")
-    print(f"| entrolab FLOP floor: 8·N·(P+C) = 8·{n_params}·({p_tok:.0f}+{c_tok:.0f}) / rate | {floor_s:.3f} |")
+    print(f"| entrolab FLOP floor: [2·N·(P/G+C) + 6·N·(P+C)] / rate, N={n_params}, P={p_tok:.0f}, G={args.group}, "
+          f"C={c_tok:.0f} | {floor_s:.3f} |")
     print(f"completion tokens per step (median): entrolab {c_tok:.0f}, TRL "
           f"{statistics.median(trl_completion_tokens):.0f}; prompt tokens {p_tok:.0f} (same prompts)")
     pad_tok = statistics.median(padded)
-    print(f"padded tokens per step (rows x (prompt + completion width)): {pad_tok:.0f}; the floor over them: "
-          f"{8 * n_params * pad_tok / rate:.3f} s; at the model-shaped matmul rate ({pad_tok:.0f}x"
-          f"{cfg_m.hidden_size} @ {cfg_m.hidden_size}x{cfg_m.intermediate_size}: {rate_model:.1f} GFLOP/s) "
-          f"{8 * n_params * pad_tok / (rate_model * 1e9):.3f} s")
-    print(f"entrolab update alone vs its floor 6·N·(P+C)/rate: "
-          f"{statistics.median(m['time/update_s'] for m in ours_metrics) / (6 * n_params * (p_tok + c_tok) / rate):.2f}x;"
-          f" sampling vs 2·N·(P+C)/rate: "
-          f"{statistics.median(m['time/rollout_s'] for m in ours_metrics) / (2 * n_params * (p_tok + c_tok) / rate):.2f}x")
+    upd = statistics.median(m["time/update_s"] for m in ours_metrics)
+    smp = statistics.median(m["time/rollout_s"] for m in ours_metrics)
+    print(f"update: {upd:.3f} s = {upd / update_floor_s:.2f}x its floor 6·N·(P+C)/rate ({update_floor_s:.3f} s); "
+          f"over the {pad_tok:.0f} padded token positions (rows x (prompt + completion width)) the floor is "
+          f"{6 * n_params * pad_tok / rate:.3f} s ({upd / (6 * n_params * pad_tok / rate):.2f}x); matmul rate at the "
+          f"update's MLP shape ({pad_tok:.0f}x{cfg_m.hidden_size} @ {cfg_m.hidden_size}x{cfg_m.intermediate_size}): "
+          f"{rate_model:.1f} GFLOP/s")
+    print(f"sampling: {smp:.3f} s = {smp / sample_floor_s:.2f}x its floor 2·N·(P/G+C)/rate ({sample_floor_s:.3f} s); "
+          f"matmul rate at one decode step's MLP shape ({bsz}x{cfg_m.hidden_size} @ "
+          f"{cfg_m.hidden_size}x{cfg_m.intermediate_size}): {rate_decode:.1f} GFLOP/s")
     print(f"TRL / entrolab = {med['trl'] / med['entrolab']:.2f}x (goal >= 1.4)")
     print(f"entrolab / floor = {med['entrolab'] / floor_s:.2f}x (goal <= 1.25)")
-    if args.profile:  # where the step's time goes, by operator (profiler overhead included)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            ours.train_step()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    if args.profile:  # where the time goes, by operator (profiler overhead included): sampling alone, then a step
+        for label, fn in (("sampling only (Trainer.rollout)", ours.rollout), ("one whole step", ours.train_step)):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                fn()
+            print(f"profile, {label}:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     print("all rounds (s): trl " + " ".join(f"{x:.3f}" for x in times["trl"])
           + " | entrolab " + " ".join(f"{x:.3f}" for x in times["entrolab"]))
 
