@@ -1,7 +1,7 @@
 """entrolab vs TRL's ``GRPOTrainer``, side by side on the CPU testbed, in one interleaved run.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/vs_trl.py [--rounds 10] [--warmup 1] [--prompts 16] [--group 8]
-       [--tokens 40] [--base PATH] [--size tiny]
+       [--tokens 40] [--base PATH] [--size tiny] [--profile]
 Needs the optional extra ``pip install entrolab[trl]`` (not part of the test suite, not needed by CI).
 
 Both libraries start from the same saved weights (``--base`` or, by default, a random-init testbed
@@ -12,7 +12,7 @@ entrolab's Countdown verifier. Work per step: prompts × group completions of �
 optimizer step on the whole batch, fp32, one thread. Settings matched to entrolab's ``grpo.yaml``:
 PPO-clip ε 0.2, token mean over the whole batch (TRL ``loss_type="dapo"``), no KL (``beta=0``), group
 advantage normalisation, AdamW lr 1e-4 betas (0.9, 0.99), grad clip 1, constant schedule, temperature
-1, top-p 1, no top-k; TRL without gradient checkpointing (its default) and ``num_iterations=1``.
+1, top-p 1, no top-k; TRL with gradient checkpointing off (its default is on) and ``num_iterations=1``.
 
 A TRL step is timed from the end of the previous round to TRL's ``on_step_end`` callback (so its
 data loading, generation, rewards and update all count), then the entrolab step runs inside that
@@ -224,6 +224,9 @@ def main() -> None:
                 fn()
             print(f"profile, {label}:")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)  # the temporary model and both run directories
     print("all rounds (s): trl " + " ".join(f"{x:.3f}" for x in times["trl"])
           + " | entrolab " + " ".join(f"{x:.3f}" for x in times["entrolab"]))
 
