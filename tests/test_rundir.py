@@ -35,11 +35,14 @@ def test_item1_refuses_used_run_dir(tmp_path, capsys):
 
 
 def test_item1_what_marks_a_used_run_dir(tmp_path):
-    """Checkpoints or metrics.jsonl (written empty at the start) mark a run; a user's own recipe.yaml does not."""
+    """Checkpoints or a metrics.jsonl with a line mark a run; a user's own recipe.yaml does not, nor the
+    empty metrics.jsonl of a start that failed before logging anything."""
     (tmp_path / "recipe.yaml").write_text("name: mine\n")
     assert run_step(tmp_path) is None
-    (tmp_path / "metrics.jsonl").write_text("")
-    assert run_step(tmp_path) == 0  # killed before its first step
+    (tmp_path / "metrics.jsonl").write_text("\n")
+    assert run_step(tmp_path) is None  # started, nothing logged: nothing to protect
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "eval/pass@1": 0.1}\n')
+    assert run_step(tmp_path) == 0  # an evaluation before the first step
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "rew')
     assert run_step(tmp_path) == 2
     (tmp_path / "checkpoints" / "step_000001").mkdir(parents=True)
@@ -150,3 +153,14 @@ def test_item7_resume_of_an_older_run_ignores_keys_added_since_at_their_default(
                 resume=True, progress=False)
     Trainer(recipe(tmp_path, "old", **{"train.steps": 2, "train.save_every": 1}), resume=True, progress=False).train()
     assert metrics_steps(run_dir) == [1, 2]
+
+
+def test_item1_retry_after_a_failed_start_needs_no_overwrite(tmp_path):
+    """A start that fails after claiming the directory (here: a missing model.path) leaves nothing to
+    protect, so the corrected command runs without --overwrite."""
+    bad = recipe(tmp_path, "retry", **{"model.path": str(tmp_path / "no-such-model"), "model.testbed_size": None})
+    with pytest.raises(Exception):
+        Trainer(bad, progress=False)
+    assert (tmp_path / "retry" / "metrics.jsonl").exists()
+    Trainer(recipe(tmp_path, "retry", **{"train.steps": 1}), progress=False).train()
+    assert metrics_steps(tmp_path / "retry") == [1]

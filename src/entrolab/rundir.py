@@ -44,12 +44,16 @@ def warn(message: str) -> None:
 def run_step(run_dir: Path) -> int | None:
     """None if ``run_dir`` holds no run; else the step it reached (newest checkpoint, else last metrics line).
 
-    A run is marked by what only a run writes: ``checkpoints/step_*`` or ``metrics.jsonl`` (created
-    empty when a run starts), not by a ``recipe.yaml`` a user may keep in their own folder.
+    A run is marked by what only a run writes: ``checkpoints/step_*`` or a ``metrics.jsonl`` with at
+    least one line, not by a ``recipe.yaml`` a user may keep in their own folder. The empty
+    ``metrics.jsonl`` a run creates when it starts does not count: a start that failed before its first
+    logged line (a wrong ``model.path``, a kill while loading) has nothing to lose, and retrying the same
+    command must not need ``--overwrite``.
     """
     ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
     metrics = run_dir / "metrics.jsonl"
-    if not (ckpts or metrics.exists()):
+    logged = metrics.exists() and bool(metrics.read_text(errors="replace").strip())
+    if not (ckpts or logged):
         return None
     if ckpts:
         return ckpts[-1][0]
