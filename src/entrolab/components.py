@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "entrolab.rewards",
     "entrolab.advantages",
     "entrolab.objectives",
+    "entrolab.preference",
 )
 
 

@@ -229,6 +229,7 @@ SURROGATES = Registry("surrogate")
 TOKEN_WEIGHTS = Registry("token weight")
 AGGREGATIONS = Registry("aggregation")
 REGULARIZERS = Registry("regularizer")
+PREFERENCE_LOSSES = Registry("preference loss")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "tasks": TASKS,
@@ -239,4 +240,5 @@ ALL_REGISTRIES: dict[str, Registry] = {
     "token_weights": TOKEN_WEIGHTS,
     "aggregations": AGGREGATIONS,
     "regularizers": REGULARIZERS,
+    "preference_losses": PREFERENCE_LOSSES,
 }
