@@ -40,6 +40,8 @@ class PairLogps:
         len_rejected_B: [B] float, number of response tokens of the rejected response (≥ 1).
         label_B: [B] float in [0, 1], P(chosen ≻ rejected) from the data (1 = hard label).
         index_B: [B] long, the pair's row index in the dataset (keys per-example state).
+        group_B: [B] long, an id shared by the pairs of the same prompt (ranked losses compare
+            within a prompt), or None when the trainer does not know it.
     """
 
     chosen_B: torch.Tensor
@@ -50,6 +52,7 @@ class PairLogps:
     len_rejected_B: torch.Tensor
     label_B: torch.Tensor
     index_B: torch.Tensor
+    group_B: torch.Tensor | None = None
 
     def log_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """h(y_w), h(y_l): policy minus reference sequence log-probs (reference 0 when absent)."""
