@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test bench results clean
 
 $(BIN)/entrolab: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: env
 
 bench: env
 	$(BIN)/python benchmarks/demo_time.py
+
+results: env
+	# Every testbed study (5 seeds, 2 runs side by side), then the tables of docs/results/*.md.
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/results.py all --seeds 0 1 2 3 4 --jobs 2
 
 clean:
 	rm -rf runs .cache

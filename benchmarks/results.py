@@ -59,10 +59,26 @@ def cmd_run(args) -> None:
     print(f"{len(items)} runs done in {wall:.0f} s under {root}")
 
 
+def base_evaluation(base: Path, root: Path) -> dict:
+    """The base model's own evaluation with the studies' eval settings (cached across commands)."""
+    from entrolab.eval_runner import evaluate_base_cached
+    from entrolab.studies.plan import SETTINGS
+    from entrolab.sweep import demo_task_override, plan_runs
+
+    [(_, _, recipe)] = plan_runs([str(REPO / "recipes" / "grpo.yaml")], seeds=[0], out_dir=root / "default",
+                                 base=base, overrides=[demo_task_override(), *SETTINGS["default"]])
+    out = evaluate_base_cached(base, recipe, out=root / "base.json", progress=False)
+    return json.loads(out.read_text())
+
+
 def cmd_write(args) -> None:
     from entrolab.studies.pages import write_pages
 
-    for page in write_pages(REPO, Path(args.root), studies=args.studies, seeds=args.seeds):
+    root = Path(args.root)
+    base = base_model()
+    pages = write_pages(REPO, root, studies=args.studies, seeds=args.seeds, base=base,
+                        base_eval=base_evaluation(base, root))
+    for page in pages:
         print(f"wrote {page}")
 
 

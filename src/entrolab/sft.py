@@ -176,6 +176,31 @@ def _settings_hash(settings: dict[str, Any], charset: str, pairs: list[tuple[str
     return h.hexdigest()[:16]
 
 
+def _identity(task, settings: dict[str, Any], split: str) -> tuple[str, list[tuple[str, str]], str]:
+    """(charset, demonstration pairs, settings hash) of a base model; no training."""
+    charset = task.charset()
+    if not charset:
+        raise ValueError(f"task '{task.name}' has no charset(); a char-level base model needs one")
+    pairs = demonstration_pairs(task, demos_per_prompt=settings["demos_per_prompt"], seed=settings["seed"],
+                                split=split)
+    return charset, pairs, _settings_hash(settings, charset, pairs)
+
+
+def base_settings_hash(task, *, size: str = DEFAULTS["size"], steps: int = DEFAULTS["steps"],
+                       batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
+                       warmup: int = DEFAULTS["warmup"], weight_decay: float = DEFAULTS["weight_decay"],
+                       schedule: str = DEFAULTS["schedule"], demos_per_prompt: int = DEFAULTS["demos_per_prompt"],
+                       seed: int = 0, split: str = "sft", **_ignored: Any) -> str:
+    """The hash ``build_base_model`` would record in ``sft.json`` for these settings, without training.
+
+    Results pages record it, so a test can tell when the default base model changed under them.
+    Keyword arguments that do not identify the model (``device``, ``progress``, ``force``) are ignored.
+    """
+    settings = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
+                    schedule=schedule, demos_per_prompt=demos_per_prompt, seed=seed)
+    return _identity(task, settings, split)[2]
+
+
 def is_complete(out_dir: Path, settings_hash: str | None = None) -> bool:
     """True when ``out_dir`` holds a saved base model (with ``settings_hash``, if given)."""
     meta = out_dir / "sft.json"
@@ -219,13 +244,9 @@ def build_base_model(
     from entrolab.models.tokenizer import build_char_tokenizer
 
     out = Path(out_dir)
-    charset = task.charset()
-    if not charset:
-        raise ValueError(f"task '{task.name}' has no charset(); a char-level base model needs one")
     settings = dict(size=size, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
                     schedule=schedule, demos_per_prompt=demos_per_prompt, seed=seed)
-    pairs = demonstration_pairs(task, demos_per_prompt=demos_per_prompt, seed=seed, split=split)
-    key = _settings_hash(settings, charset, pairs)
+    charset, pairs, key = _identity(task, settings, split)
     if not force and is_complete(out, key):
         return out
     if out.exists() and any(out.iterdir()) and not (out / "sft.json").exists():
