@@ -4,6 +4,7 @@ Usage:
   python benchmarks/results.py run   [--seeds 0 1 2 3 4] [--jobs 2] [--studies entropy ...]
   python benchmarks/results.py write [--seeds ...]      # tables + provenance into the pages
   python benchmarks/results.py all   [...]              # run, then write (``make results``)
+  python benchmarks/results.py plan  [...]              # print every run's resolved recipe, train nothing
 
 Runs land in ``runs/studies/<setting>/<recipe>-s<seed>`` (finished runs are reused). ``--jobs``
 worker processes (one torch thread each) share a seed-major queue.
@@ -48,14 +49,18 @@ def cmd_run(args) -> None:
     t0 = time.time()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = mp.get_context("spawn")
-    with ctx.Pool(args.jobs) as pool:
-        pool.starmap(worker, [(str(REPO), str(root), items, str(base), args.set)] * args.jobs)
-    wall = time.time() - t0
-    log = root / "commands.jsonl"
-    with open(log, "a") as f:
-        f.write(json.dumps({"command": " ".join(sys.argv), "studies": args.studies, "seeds": args.seeds,
-                            "jobs": args.jobs, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                            "wall_s": round(wall), "machine": machine(), **git_commit(REPO)}) + "\n")
+    status = "interrupted"
+    try:
+        with ctx.Pool(args.jobs) as pool:
+            pool.starmap(worker, [(str(REPO), str(root), items, str(base), args.set)] * args.jobs)
+        status = "finished"
+    finally:  # also when stopped (Ctrl-C): the pages report the wall time actually spent
+        wall = time.time() - t0
+        with open(root / "commands.jsonl", "a") as f:
+            f.write(json.dumps({"command": " ".join(sys.argv), "studies": args.studies, "seeds": args.seeds,
+                                "jobs": args.jobs, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+                                "wall_s": round(wall), "status": status, "machine": machine(),
+                                **git_commit(REPO)}) + "\n")
     print(f"{len(items)} runs done in {wall:.0f} s under {root}")
 
 
@@ -71,6 +76,21 @@ def base_evaluation(base: Path, root: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def cmd_plan(args) -> None:
+    """One JSON line per run with its resolved recipe (base path shown as ``<demo base>``): diff two
+    outputs to see which study runs a recipe or preset edit changes."""
+    from entrolab.studies.plan import SETTINGS
+    from entrolab.sweep import demo_task_override, plan_runs
+
+    root = Path(args.root)
+    for setting, name, seed in queue(args.studies, args.seeds):
+        [(_, _, recipe)] = plan_runs([str(REPO / "recipes" / f"{name}.yaml")], seeds=[seed], out_dir=root / setting,
+                                     base="<demo base>",
+                                     overrides=[demo_task_override(), *SETTINGS[setting], *args.set])
+        print(json.dumps({"run": f"{setting}/{name}-s{seed}", "recipe": recipe.model_dump(mode="json")},
+                         sort_keys=True))
+
+
 def cmd_write(args) -> None:
     from entrolab.studies.pages import write_pages
 
@@ -84,13 +104,15 @@ def cmd_write(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "write", "all"])
+    ap.add_argument("action", choices=["run", "write", "all", "plan"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--studies", nargs="+", default=list(STUDIES))
     ap.add_argument("--root", default=str(REPO / "runs" / "studies"))
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides for every run (tests, miniatures)")
     args = ap.parse_args()
+    if args.action == "plan":
+        return cmd_plan(args)
     if args.action in ("run", "all"):
         cmd_run(args)
     if args.action in ("write", "all"):

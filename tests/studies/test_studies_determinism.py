@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from entrolab.studies.pages import render_page
 from entrolab.studies.plan import SETTINGS, Study, worker
 from entrolab.studies.tables import curve_table, load_study, main_table, paired_table
 
@@ -28,6 +29,17 @@ def countdown_base(tmp_path_factory):
                             progress=False)
 
 
+PAGE = """<!-- begin generated: provenance -->
+<!-- end generated: provenance -->
+<!-- begin generated: setup/default -->
+<!-- end generated: setup/default -->
+GRPO pass@1 <!--v:mini/grpo/pass@1-->?<!--/v-->, spurious vs GRPO <!--v:mini/spurious/diff/pass@1-->?<!--/v-->,
+base <!--v:base/pass@1-->?<!--/v-->.
+<!-- begin generated: mini/paired -->
+<!-- end generated: mini/paired -->
+"""
+
+
 def _tables(root: Path, base: Path) -> str:
     from entrolab.eval_runner import evaluate_model
     from entrolab.studies.plan import run_dir
@@ -43,7 +55,13 @@ def _tables(root: Path, base: Path) -> str:
     sd = load_study(root, study, [0], base_eval)
     info = json.loads((run_dir(root, "default", "grpo", 0) / "study.json").read_text())
     assert info["seed"] == 0 and info["recipe"] == "grpo" and "train.steps=2" in info["overrides"]
-    return "\n".join([main_table(sd), paired_table(sd), curve_table(sd, "policy/entropy")])
+    page = render_page(PAGE, page="mini.md", repo=REPO, root=root, studies=[sd], base=base, base_eval=base_eval)
+    sft = json.loads((base / "sft.json").read_text())
+    assert f"Base model settings hash: `{sft['settings_hash']}`" in page
+    assert f"base <!--v:base/pass@1-->{base_eval['summary']['pass@1']:.3f}<!--/v-->" in page
+    assert "Every run: 2 steps × 4 prompts × 2 samples" in page and "1 pass over each batch in 1 mini-batch of 8" in page
+    tables = "\n".join([main_table(sd), paired_table(sd), curve_table(sd, "policy/entropy")])
+    return tables + "\n" + page.split("- Wall time")[0]  # the wall time differs between two runs
 
 
 def test_same_command_twice_gives_identical_tables(tmp_path, countdown_base):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from entrolab.studies.plan import SETTINGS, STUDIES, Study
+from entrolab.studies.plan import STUDIES, Study
 from entrolab.studies.tables import StudyData, curve_table, fmt, load_study, main_table, paired_table, value
 
 BLOCK_RE = re.compile(r"(<!-- begin generated: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)",
@@ -58,21 +58,29 @@ def hand_typed_numbers(text: str) -> list[str]:
     return re.findall(r"(?<![\w.])\d+\.\d+", rest)
 
 
-def setup_block(repo: Path, setting: str, base: Path) -> str:
-    """The run settings every study of ``setting`` shares, read from the resolved GRPO preset."""
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else ("es" if word.endswith("h") else "s"))
+
+
+def setup_block(studies: list[StudyData], setting: str, base: Path) -> str:
+    """The run settings of ``setting``, read from the recipe its baseline run actually resolved."""
     from entrolab.config import load_recipe
 
-    r = load_recipe(str(repo / "recipes" / "grpo.yaml"), [s for s in SETTINGS[setting]])
+    runs = [sd.runs[sd.baseline][0] for sd in studies if sd.study.setting == setting]
+    if not runs:
+        raise KeyError(f"no study of setting '{setting}' on this page")
+    r = load_recipe(str(runs[0] / "recipe.yaml"), [])
     sft = json.loads((base / "sft.json").read_text())
-    mini = r.train.mini_batch_size or r.rollout.prompts_per_step * r.rollout.group_size
-    n_mb = r.rollout.prompts_per_step * r.rollout.group_size // mini
+    batch = r.rollout.prompts_per_step * r.rollout.group_size
+    mini = r.train.mini_batch_size or batch
     return (f"Every run: {r.train.steps} steps × {r.rollout.prompts_per_step} prompts × {r.rollout.group_size} samples "
-            f"(temperature {r.rollout.temperature}, at most {r.rollout.max_new_tokens} new tokens) from the "
-            f"`train` split, lr {r.optim.lr:g}, {r.train.updates_per_batch} pass(es) over each batch in "
-            f"{n_mb} mini-batch(es) of {mini}; final evaluation on {r.eval.num_prompts} `{r.eval.split}` prompts × "
-            f"{r.eval.n_samples} samples at temperature {r.eval.temperature}. Base model: "
-            f"{sft['num_params']:,}-parameter char-level Llama ({sft['settings']['size']}), SFT for "
-            f"{sft['settings']['steps']} steps on the `{sft.get('split', 'sft')}` split.")
+            f"(temperature {r.rollout.temperature:g}, at most {r.rollout.max_new_tokens} new tokens) from the "
+            f"`train` split, learning rate {r.optim.lr:g}, {_n(r.train.updates_per_batch, 'pass')} over each batch "
+            f"in {_n(batch // mini, 'mini-batch')} of {mini}; final evaluation on {r.eval.num_prompts} "
+            f"`{r.eval.split}` prompts × {r.eval.n_samples} samples at temperature {r.eval.temperature:g}. Base "
+            f"model: a {sft['num_params']:,}-parameter char-level Llama (`{sft['settings']['size']}`), trained from "
+            f"scratch by SFT for {sft['settings']['steps']} steps on the `{sft.get('split', 'sft')}` split of "
+            f"Countdown, disjoint from the RL `train` split.")
 
 
 def provenance_block(root: Path, studies: list[StudyData], base: Path, base_eval: dict[str, Any]) -> str:
@@ -81,7 +89,10 @@ def provenance_block(root: Path, studies: list[StudyData], base: Path, base_eval
                       for i in infos})
     cmds = [json.loads(x) for x in (root / "commands.jsonl").read_text().splitlines() if x.strip()] \
         if (root / "commands.jsonl").exists() else []
-    machines = sorted({c["machine"] for c in cmds}) or ["unknown"]
+    machines = sorted({i["machine"] for i in infos if i.get("machine")} | {c["machine"] for c in cmds})
+    if not machines:  # runs recorded before study.json carried the machine: this one wrote the tables
+        from entrolab.studies.plan import machine
+        machines = [f"{machine()} (the machine that wrote the tables)"]
     s = base_eval["summary"]
     sft = json.loads((base / "sft.json").read_text())
     seeds = sorted({x for sd in studies for x in sd.seeds})
@@ -104,7 +115,7 @@ def provenance_block(root: Path, studies: list[StudyData], base: Path, base_eval
     return "\n".join(lines)
 
 
-def _block_fn(repo: Path, root: Path, page_studies: list[StudyData], base: Path,
+def _block_fn(root: Path, page_studies: list[StudyData], base: Path,
               base_eval: dict[str, Any]) -> Callable[[str], str]:
     by_name = {sd.study.name: sd for sd in page_studies}
 
@@ -112,10 +123,7 @@ def _block_fn(repo: Path, root: Path, page_studies: list[StudyData], base: Path,
         if name == "provenance":
             return provenance_block(root, page_studies, base, base_eval)
         if name.startswith("setup/"):
-            setting = name.split("/", 1)[1]
-            if setting not in SETTINGS:
-                raise KeyError(f"unknown setting '{setting}'")
-            return setup_block(repo, setting, base)
+            return setup_block(page_studies, name.split("/", 1)[1], base)
         study, _, kind = name.partition("/")
         if study not in by_name:
             raise KeyError(f"no study '{study}' on this page")
@@ -147,7 +155,7 @@ def _inline_fn(by_name: dict[str, StudyData], base_eval: dict[str, Any]) -> Call
 def render_page(text: str, *, page: str, repo: Path, root: Path, studies: list[StudyData], base: Path,
                 base_eval: dict[str, Any]) -> str:
     by_name = {sd.study.name: sd for sd in studies}
-    return replace_generated(text, _block_fn(repo, root, studies, base, base_eval),
+    return replace_generated(text, _block_fn(root, studies, base, base_eval),
                              _inline_fn(by_name, base_eval), page=page)
 
 

@@ -122,7 +122,7 @@ def train_one(repo: Path, root: Path, setting: str, name: str, seed: int, base: 
     evaluate_model(final, recipe, label="final", out=rd / "eval" / "final.json", progress=False)
     write_run_report(rd)
     info = {"setting": setting, "recipe": name, "seed": seed, "overrides": overrides,
-            "wall_s": round(time.perf_counter() - t0, 1), **git_commit(repo)}
+            "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(), **git_commit(repo)}
     (rd / "study.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 

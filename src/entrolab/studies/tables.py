@@ -107,6 +107,10 @@ def main_table(sd: StudyData) -> str:
     return "\n".join(rows)
 
 
+def _digits(metric: str) -> int:
+    return 1 if METRICS[metric][0] == "sum" else 3
+
+
 def paired(sd: StudyData, recipe: str, metric: str) -> PairedDiff:
     scale = float(sd.prompts[recipe][metric].shape[1]) if METRICS[metric][0] == "sum" else 1.0
     return paired_bootstrap(sd.prompts[recipe][metric], sd.prompts[sd.baseline][metric], scale=scale)
@@ -118,7 +122,7 @@ def paired_table(sd: StudyData) -> str:
     labels = {**{m: lab for m, (_, lab) in METRICS.items()}, "pass@kmax": f"pass@{kmax}"}
     rows = ["| method | " + " | ".join(f"Δ {labels[m]}" for m in METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
     for r in sd.study.recipes[1:]:
-        rows.append(f"| {r} | " + " | ".join(fmt_diff(paired(sd, r, m)) for m in METRICS) + " |")
+        rows.append(f"| {r} | " + " | ".join(fmt_diff(paired(sd, r, m), _digits(m)) for m in METRICS) + " |")
     return "\n".join(rows)
 
 
@@ -156,7 +160,7 @@ def value(sd: StudyData, key: str) -> str:
         metric = rest[len("diff/"):]
         if metric not in METRICS:
             raise KeyError(f"no paired metric '{metric}' (known: {', '.join(METRICS)})")
-        return fmt_diff(paired(sd, recipe, metric)).replace("**", "")
+        return fmt_diff(paired(sd, recipe, metric), _digits(metric)).replace("**", "")
     if rest.startswith("curve/"):
         k, _, step = rest[len("curve/"):].rpartition("@")
         v = curve_value(sd, recipe, k, int(step))
