@@ -63,9 +63,10 @@ class Judge:
         if not self.terms or (len(self.terms) > 1 and not self.multi):
             raise ValueError(f"judge '{self.name}': needs exactly one reward term, or several with multi=True")
         for label, fn in self.terms:
-            needs = sorted(getattr(fn, "requires", None) or ())
+            # behaviour log-probs/entropies (old_stats) come with the sampled batch; nothing else does
+            needs = sorted(set(getattr(fn, "requires", None) or ()) - {"old_stats"})
             hooks = [h for h in ("bind_policy", "set_scorer", "side_rollouts") if hasattr(fn, h)]
-            if needs or hooks:  # the builder runs no reference model, hidden states or policy hooks
+            if needs or hooks:
                 raise ValueError(f"judge '{self.name}': reward term '{label}' needs {needs + hooks}, which "
                                  "`prefs build` does not provide; use it in `entrolab train` instead")
 
