@@ -107,7 +107,8 @@ def test_item3_verifier_rule_pairs_distinct_correct_with_incorrect(task):
     pairs = pairs_from_scored(scored, task, rule="verifier", meta={"seed": 7})
     assert len(pairs) == 1
     x = pairs[0]
-    assert (x.prompt, x.chosen, x.rejected, x.label, x.chosen_score, x.rejected_score) == (p.text, good, bad, 1.0, 1.0, 0.0)
+    assert (x.prompt, x.chosen, x.rejected, x.label) == (p.text, good, bad, 1.0)
+    assert (x.chosen_score, x.rejected_score) == (1.0, 0.0)
     assert x.meta == {"prompt_id": p.id, "chosen_index": 1, "rejected_index": 0, "chosen_correct": True,
                       "rejected_correct": False, "seed": 7}
 
@@ -118,7 +119,8 @@ def test_item3_margin_and_best_vs_worst_rules_and_soft_labels(task):
     # desc: good(2) #2+2(1) bad(.5) junk(-1); asc: junk bad #2+2 good → (good, junk) gap 3, (#2+2, bad) gap .5
     got = [(x.chosen, x.rejected) for x in pairs_from_scored(scored, task, rule="margin")]
     assert got == [(good, junk), ("#2+2", bad)]
-    assert [(x.chosen, x.rejected) for x in pairs_from_scored(scored, task, rule="margin", margin=0.5)] == [(good, junk)]
+    wide = pairs_from_scored(scored, task, rule="margin", margin=0.5)
+    assert [(x.chosen, x.rejected) for x in wide] == [(good, junk)]
     assert [(x.chosen, x.rejected) for x in pairs_from_scored(scored, task, rule="best_vs_worst")] == [(good, junk)]
     soft = pairs_from_scored(scored, task, rule="margin", soft_label=True)
     assert [x.label for x in soft] == pytest.approx([1 / (1 + math.exp(-3.0)), 1 / (1 + math.exp(-0.5))])
@@ -133,7 +135,7 @@ def test_item3_heron_rule_records_factors_and_level(task):
     # factors (verifier, format, -length): good (1,1,-l), bad (0,1,-4), junk (0,0,-9)
     scored = [ScoredPrompt(p, [(bad, (0.0, 1.0, -4.0)), (junk, (0.0, 0.0, -9.0)), (good, (1.0, 1.0, -6.0))])]
     pairs = pairs_from_scored(scored, task, rule="heron", heron_margins=[0.0, 0.0, 0.0])
-    # level 0: good≻bad, good≻junk (gap 1, first by index: (0,2) → good≻bad); then bad≻junk uses bad → junk left
+    # level 0: good≻bad, good≻junk (gap 1; by index (0,2) first → good≻bad); bad≻junk reuses bad → junk left
     assert [(x.chosen, x.rejected, x.meta["heron_level"]) for x in pairs] == [(good, bad, 0)]
     assert pairs[0].meta["chosen_factors"] == [1.0, 1.0, -6.0] and pairs[0].chosen_score is None
     with pytest.raises(ValueError, match="rule 'margin' cannot use one score per factor"):
@@ -147,12 +149,14 @@ def test_item3_judges_score_with_the_registered_reward_terms(tiny_rm, tiny_folde
 
     folder, _, _ = tiny_rm
     kw = dict(num_prompts=2, k=3, seed=1, max_new_tokens=5, device="cpu", dtype="float32")
-    rm = sample_and_score(tiny_folder, task, scorer=make_judge("reward:reward_model", params={"path": str(folder)}), **kw)
+    judge = make_judge("reward:reward_model", params={"path": str(folder)})
+    rm = sample_and_score(tiny_folder, task, scorer=judge, **kw)
     texts = [sp.prompt.text + c for sp in rm for c, _ in sp.samples]
     ref = RewardModel(path=str(folder)).score_texts(texts).tolist()
     assert [s for sp in rm for _, s in sp.samples] == pytest.approx(ref, abs=1e-6)
     member = {"name": "reward_model", "path": str(folder)}
-    ens = make_judge("ensemble", params={"member_norm": "none"}, members=[member, f"{{name: reward_model, path: {folder}}}"])
+    ens = make_judge("ensemble", params={"member_norm": "none"},
+                     members=[member, f"{{name: reward_model, path: {folder}}}"])
     got = sample_and_score(tiny_folder, task, scorer=ens, **kw)
     assert [s for sp in got for _, s in sp.samples] == pytest.approx(ref, abs=1e-6)
     heron = make_judge("heron", factors=["verifier", "format", "{name: length, target: 0, coef: 1.0}"])
@@ -185,10 +189,12 @@ def test_item3_make_judge_refuses_what_the_builder_cannot_run():
 def test_item4_demo_base_countdown_means_the_demo_task():
     from entrolab.demo import DEMO_RECIPE
 
-    t = resolve_task("countdown", demo_base=True)
+    t, block = resolve_task("countdown", demo_base=True)
+    assert block == DEMO_RECIPE["task"]
     assert (t.max_numbers, t.sizes["train"]) == (DEMO_RECIPE["task"]["max_numbers"], DEMO_RECIPE["task"]["n_train"])
-    assert resolve_task("countdown", demo_base=False).max_numbers == 4  # the registry default
-    assert resolve_task(TASK_YAML, demo_base=True).sizes["train"] == 12
+    assert resolve_task("countdown", demo_base=False)[0].max_numbers == 4  # the registry default
+    t, block = resolve_task(TASK_YAML, demo_base=True)
+    assert t.sizes["train"] == 12 and block == TASK
 
 
 def _cli(folder, out, *extra):
@@ -208,6 +214,7 @@ def test_item4_cli_builds_deterministic_pairs_with_provenance(tiny_folder, tmp_p
                for x in pairs)
     summary = json.loads((tmp_path / "a.jsonl.build.json").read_text())
     assert (summary["prompts"], summary["samples"], summary["pairs"]) == (6, 24, len(pairs))
+    assert summary["task"] == TASK and summary["params"] == {"target": 0, "coef": 1.0}
     assert _cli(tiny_folder, tmp_path / "b.jsonl", *args) == 0
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     # --flip-frac: round(0.5 · n) pairs reversed, recorded in meta; Parquet output by suffix
@@ -235,3 +242,5 @@ def test_item4_cli_heron_and_errors(tiny_folder, tmp_path, capsys):
     assert "rule 'heron' and judge 'heron' go together" in capsys.readouterr().err
     assert main(["prefs", "build", "--model", str(tmp_path), "--out", str(tmp_path / "y.jsonl")]) == 1
     assert "neither 'demo-base' nor a model folder" in capsys.readouterr().err
+    assert _cli(tiny_folder, tmp_path / "z.jsonl", "--flip-frac", "2") == 1
+    assert "--flip-frac must be a number in [0, 1], got 2.0" in capsys.readouterr().err

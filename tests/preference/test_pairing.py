@@ -75,6 +75,7 @@ def test_item2_verifier_pairs_kth_correct_with_kth_incorrect():
     c = [False, True, True, False, True, False, False]
     assert verifier_pairs(c) == [(1, 0), (2, 3), (4, 5)]
     assert verifier_pairs(c, max_pairs=2) == [(1, 0), (2, 3)]
+    assert verifier_pairs(c) == margin_pairs([1.0 if x else 0.0 for x in c])  # the identity docs state
     assert verifier_pairs([True, True]) == [] and verifier_pairs([False] * 3) == []
     with pytest.raises(ValueError, match="entry 0 must be a bool"):
         verifier_pairs([1, 0])

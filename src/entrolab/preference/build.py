@@ -273,11 +273,12 @@ def pairs_from_scored(scored: Sequence[ScoredPrompt], task: Any, *, rule: str, m
     return out
 
 
-def resolve_task(spec: str | dict[str, Any], *, demo_base: bool) -> Any:
+def resolve_task(spec: str | dict[str, Any], *, demo_base: bool) -> tuple[Any, dict[str, Any]]:
     """Build the task from a name or a task block (a mapping or a YAML flow mapping string).
 
     With the demo base model the bare name ``countdown`` means the demo's Countdown settings (the
     base model was trained on them; other settings would give it prompts it never saw).
+    Returns ``(task, block)``, the block as built (recorded in the build summary).
     """
     import yaml
 
@@ -296,7 +297,7 @@ def resolve_task(spec: str | dict[str, Any], *, demo_base: bool) -> Any:
             spec = {"name": spec}
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ValueError(f"--task: expected a task name or a mapping with a 'name', got {spec!r}")
-    return build_one(TASKS, spec, "task")
+    return build_one(TASKS, spec, "task"), spec
 
 
 def resolve_model(model: str, task: Any, *, progress: bool = True) -> Path:
@@ -337,7 +338,9 @@ def build_preferences(*, model: str, task: str | dict[str, Any] = "countdown", j
         raise ValueError("give heron margins or heron sigmas, not both")
     if rule == "best_vs_worst" and max_pairs not in (None, 1):
         raise ValueError("rule 'best_vs_worst' makes one pair per prompt; drop max_pairs or use rule 'margin'")
-    task_obj = resolve_task(task, demo_base=model == "demo-base")
+    if not (isinstance(flip_frac, (int, float)) and 0.0 <= flip_frac <= 1.0):
+        raise ValueError(f"--flip-frac must be a number in [0, 1], got {flip_frac!r}")
+    task_obj, task_block = resolve_task(task, demo_base=model == "demo-base")
     model_path = resolve_model(model, task_obj, progress=progress)
     the_judge = make_judge(judge, params=params, members=members, factors=factors)
     n_factors = len(the_judge.terms) if the_judge.multi else 0
@@ -368,7 +371,7 @@ def build_preferences(*, model: str, task: str | dict[str, Any] = "countdown", j
         pairs = flip_labels(pairs, frac=flip_frac, seed=seed)
     path = write_preferences(pairs, out)
     summary = {
-        "model": str(model_path), "task": getattr(task_obj, "name", str(task)), "split": split, "judge": judge,
+        "model": str(model_path), "task": task_block, "split": split, "judge": judge,
         "params": params or {}, "members": list(members), "factors": list(factors), "rule": rule,
         "margin": margin, "max_pairs": max_pairs, "heron_margins": None if heron_margins is None else
         list(heron_margins), "soft_label": soft_label, "k": k, "seed": seed, "temperature": temperature,
