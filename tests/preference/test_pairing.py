@@ -16,6 +16,7 @@ from entrolab.preference.pairing import (
     margin_pairs,
     scaled_margins,
     verifier_pairs,
+    win_rates,
 )
 
 
@@ -146,3 +147,21 @@ def test_item2_scaled_margins_are_sigma_times_population_std():
     assert got[1] == pytest.approx(0.5 * statistics.pstdev([2, 4, 6, 8]))
     with pytest.raises(ValueError, match="expected 2 \\(one per sigma\\)"):
         scaled_margins([(0,)], sigmas=[1, 1])
+
+
+def test_item2_win_rates_average_both_orders_hand_values():
+    """Three responses; the judge prefers the first-shown one by 0.2 (position bias) on top of a truth
+    P(0≻1) = 0.8, P(0≻2) = 0.9, P(1≻2) = 0.6. Averaging both orders removes the bias:
+    p_01 = ½[(0.8+0.1) + 1 − (0.2+0.1)] = 0.8; r_0 = (0.8 + 0.9)/2 = 0.85, r_1 = (0.2 + 0.6)/2 = 0.4,
+    r_2 = (0.1 + 0.4)/2 = 0.25."""
+    truth = {(0, 1): 0.8, (0, 2): 0.9, (1, 2): 0.6}
+
+    def prefer(i, j):
+        t = truth[(i, j)] if (i, j) in truth else 1.0 - truth[(j, i)]
+        return t + 0.1 if t + 0.1 <= 1 else t  # first position favoured (never pushes past 1 here)
+
+    assert win_rates(3, prefer) == pytest.approx([0.85, 0.4, 0.25])
+    assert best_vs_worst(win_rates(3, prefer), margin=0.5) == (0, 2)
+    assert win_rates(1, prefer) == [0.5]
+    with pytest.raises(ValueError, match=r"gave 1.5 for responses \(0, 1\)"):
+        win_rates(2, lambda i, j: 1.5)

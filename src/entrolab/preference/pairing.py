@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def distinct(texts: Sequence[str]) -> list[int]:
@@ -171,3 +171,27 @@ def scaled_margins(factors: Sequence[Sequence[float]], *, sigmas: Sequence[float
     if any(not (isinstance(s, (int, float)) and math.isfinite(s) and s >= 0) for s in sigmas):
         raise ValueError(f"heron sigmas must be finite numbers >= 0, got {list(sigmas)}")
     return [float(s) * statistics.pstdev([row[level] for row in factors]) for level, s in enumerate(sigmas)]
+
+
+def win_rates(n: int, prefer: Callable[[int, int], float]) -> list[float]:
+    """Each response's mean win-rate against the others of its prompt, from a pairwise judge.
+
+    DNO's self-play reward r(y_i) = E_{y'}[P(y_i ≻ y')] (Rosset et al., arXiv:2404.03715, Alg. 1),
+    estimated over the other n − 1 samples. ``prefer(i, j)`` is the judge's P(i ≻ j) ∈ [0, 1] with i
+    shown first; both orders are asked and averaged, p_ij = ½[prefer(i, j) + 1 − prefer(j, i)],
+    because LM judges favour one position. r_i = (1/(n−1)) Σ_{j≠i} p_ij; n = 1 gives [0.5].
+    ``best_vs_worst(win_rates(...), margin=δ)`` is then DNO's large-margin pair.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"win_rates needs n >= 1 responses, got {n!r}")
+    p = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                v = prefer(i, j)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                    raise ValueError(f"pairwise judge gave {v!r} for responses ({i}, {j}); expected P in [0, 1]")
+                p[i][j] = float(v)
+    if n == 1:
+        return [0.5]
+    return [sum(0.5 * (p[i][j] + 1.0 - p[j][i]) for j in range(n) if j != i) / (n - 1) for i in range(n)]
