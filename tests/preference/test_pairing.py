@@ -57,8 +57,12 @@ def test_item2_margin_pairs_ties_take_earlier_index_and_never_reuse_a_response()
 
 
 def test_item2_margin_pairs_rejects_bad_input():
-    with pytest.raises(ValueError, match="score 1 must be a finite number"):
+    with pytest.raises(ValueError, match="^margin_pairs: score 1 must be a finite number"):
         margin_pairs([0.0, float("nan")])
+    with pytest.raises(ValueError, match="score 0 must be a finite number, got True"):
+        margin_pairs([True, 0.0])
+    with pytest.raises(ValueError, match="max_pairs must be an integer >= 1 or None, got True"):
+        margin_pairs([0.0, 1.0], max_pairs=True)
     with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
         margin_pairs([0.0, 1.0], margin=-0.1)
     with pytest.raises(ValueError, match="max_pairs must be an integer >= 1"):
@@ -135,8 +139,10 @@ def test_item2_heron_pairs_rejects_bad_input():
         heron_pairs([(0, 1), (1,)], margins=[0, 0])
     with pytest.raises(ValueError, match="margins must be finite numbers >= 0"):
         heron_pairs([(0, 1)], margins=[0, -1])
-    with pytest.raises(ValueError, match="score 0 must be a finite number"):
+    with pytest.raises(ValueError, match="^heron_pairs response 0: score 0 must be a finite number"):
         heron_pairs([(float("inf"), 1.0)], margins=[0, 0])
+    with pytest.raises(ValueError, match="max_pairs must be an integer >= 1"):
+        heron_pairs([(0, 1)], margins=[0, 0], max_pairs=0)
 
 
 def test_item2_scaled_margins_are_sigma_times_population_std():
@@ -145,8 +151,14 @@ def test_item2_scaled_margins_are_sigma_times_population_std():
     got = scaled_margins(f, sigmas=[1.0, 0.5])
     assert got == pytest.approx([0.5, 0.5 * 5 ** 0.5])
     assert got[1] == pytest.approx(0.5 * statistics.pstdev([2, 4, 6, 8]))
+    assert scaled_margins(f, sigmas=[0, 1]) == pytest.approx([0.0, 5 ** 0.5])  # σ = 0 is allowed: no margin
     with pytest.raises(ValueError, match="expected 2 \\(one per sigma\\)"):
         scaled_margins([(0,)], sigmas=[1, 1])
+    with pytest.raises(ValueError, match="^scaled_margins needs at least one response$"):
+        scaled_margins([], sigmas=[1])
+    for bad in ([-1.0, 1.0], [float("inf"), 1.0]):
+        with pytest.raises(ValueError, match=r"heron sigmas must be finite numbers >= 0, got \["):
+            scaled_margins(f, sigmas=bad)
 
 
 def test_item2_win_rates_average_both_orders_hand_values():
