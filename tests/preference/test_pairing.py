@@ -177,3 +177,13 @@ def test_item2_win_rates_average_both_orders_hand_values():
     assert win_rates(1, prefer) == [0.5]
     with pytest.raises(ValueError, match=r"gave 1.5 for responses \(0, 1\)"):
         win_rates(2, lambda i, j: 1.5)
+    with pytest.raises(ValueError, match=r"gave True for responses \(0, 1\)"):
+        win_rates(2, lambda i, j: True)
+    for bad in (0, True):
+        with pytest.raises(ValueError, match=f"^win_rates needs n >= 1 responses, got {bad}$"):
+            win_rates(bad, prefer)
+
+
+def test_item2_win_rates_of_a_strict_ranking():
+    """A judge sure that the earlier response wins (P ∈ {0, 1}): r = 1, ½, 0 for three responses."""
+    assert win_rates(3, lambda i, j: 1.0 if i < j else 0.0) == [1.0, 0.5, 0.0]
