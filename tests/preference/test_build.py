@@ -244,3 +244,19 @@ def test_item4_cli_heron_and_errors(tiny_folder, tmp_path, capsys):
     assert "neither 'demo-base' nor a model folder" in capsys.readouterr().err
     assert _cli(tiny_folder, tmp_path / "z.jsonl", "--flip-frac", "2") == 1
     assert "--flip-frac must be a number in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_item4_cli_ensemble_judge_scores_are_the_reward_models(tiny_folder, tiny_rm, tmp_path):
+    """WCO (min) of two copies of one reward model without member normalisation is that model's score,
+    so every pair's recorded scores equal RewardModel.score_texts(prompt + response)."""
+    from entrolab.rewards.reward_model import RewardModel
+
+    folder, _, _ = tiny_rm
+    member = f"{{name: reward_model, path: {folder}}}"
+    assert _cli(tiny_folder, tmp_path / "e.jsonl", "--judge", "ensemble", "--member", member, "--member", member,
+                "--param", "mode=wco", "--param", "member_norm=none", "--rule", "best_vs_worst") == 0
+    pairs = load_preferences(tmp_path / "e.jsonl")
+    rm = RewardModel(path=str(folder))
+    ref = rm.score_texts([t for x in pairs for t in (x.prompt + x.chosen, x.prompt + x.rejected)]).tolist()
+    assert [s for x in pairs for s in (x.chosen_score, x.rejected_score)] == pytest.approx(ref, abs=1e-5)
+    assert len(pairs) == len({x.meta["prompt_id"] for x in pairs})  # best_vs_worst: one pair per prompt
