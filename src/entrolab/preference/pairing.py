@@ -44,9 +44,9 @@ def margin_pairs(scores: Sequence[float], *, margin: float = 0.0, max_pairs: int
     With ``desc`` the indices by decreasing score and ``asc`` by increasing score (ties: earlier
     index first in both), pair i is ``(desc[i], asc[i])`` for i = 0, 1, … as long as
     ``score[desc[i]] − score[asc[i]] > margin`` (the gaps only shrink with i) and fewer than
-    ``max_pairs`` pairs were taken. Because every kept gap is > 0, no response appears twice, and
-    the pairs are the largest-margin disjoint ones (DNO's large-margin filter extended past one
-    pair per prompt). ``max_pairs=1`` is ``best_vs_worst``.
+    ``max_pairs`` pairs were taken. Because every kept gap is > 0, no response appears twice; the
+    extremes are paired first (DNO's large-margin filter extended past one pair per prompt).
+    ``max_pairs=1`` is ``best_vs_worst``.
 
     Args:
         scores: one finite score per response (higher = better).
