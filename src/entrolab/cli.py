@@ -1,5 +1,5 @@
 """Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | list | validate |
-prefs build``."""
+prefs build | prefs check``."""
 
 from __future__ import annotations
 
@@ -147,9 +147,23 @@ def _cmd_prefs_build(args) -> int:
     return 0
 
 
+def _cmd_prefs_check(args) -> int:
+    from entrolab.preference.data import load_preferences, write_preferences
+
+    pairs = load_preferences(args.path, split=args.split)
+    soft = sum(x.label < 1.0 for x in pairs)
+    flipped = sum(bool(x.meta.get("flipped")) for x in pairs)
+    print(f"{args.path}: {len(pairs)} pairs, {len({x.prompt for x in pairs})} prompts, {soft} with a soft label "
+          f"(< 1), {flipped} flipped")
+    if args.to:
+        print(f"written: {write_preferences(pairs, args.to)}")
+    return 0
+
+
 def _add_prefs_parser(sub) -> None:
-    """``entrolab prefs build``: preference pairs from a model's own samples (docs/preferences.md)."""
-    prefs = sub.add_parser("prefs", help="preference data: build pairs from a model's samples")
+    """``entrolab prefs build | check``: pairs from a model's own samples; validate/convert a pair file
+    (docs/preferences.md)."""
+    prefs = sub.add_parser("prefs", help="preference data: build pairs from a model's samples, check/convert files")
     psub = prefs.add_subparsers(dest="prefs_command", required=True)
     s = psub.add_parser("build", help="sample K per prompt, score with a judge, pair by a rule, write pairs")
     s.add_argument("--model", required=True, help="HF model folder, or 'demo-base' (the demo's Countdown base)")
@@ -181,6 +195,12 @@ def _add_prefs_parser(sub) -> None:
     s.add_argument("--out", default="pairs.jsonl", help=".jsonl, .parquet, or a folder (datasets)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_prefs_build)
+
+    s = psub.add_parser("check", help="validate a pair file (errors name file:line or row); --to converts it")
+    s.add_argument("path", help=".jsonl, .parquet, or a datasets folder")
+    s.add_argument("--split", default=None, help="split of a DatasetDict folder")
+    s.add_argument("--to", default=None, help="also write the pairs here (.jsonl, .parquet or a folder)")
+    s.set_defaults(fn=_cmd_prefs_check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,3 +153,17 @@ def test_item1_flipped_pairs_round_trip_through_jsonl(tmp_path):
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert sum(r["flipped"] for r in rows) == 3
     _same(load_preferences(path), out)
+
+
+def test_item1_cli_check_validates_counts_and_converts(tmp_path, capsys):
+    from entrolab.cli import main
+
+    src = write_preferences(flip_labels(PAIRS, frac=0.34, seed=0), tmp_path / "p.jsonl")  # 1.02 → 1 flipped
+    assert main(["prefs", "check", str(src), "--to", str(tmp_path / "p.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "3 pairs, 2 prompts, 2 with a soft label (< 1), 1 flipped" in out
+    _same(load_preferences(tmp_path / "p.parquet"), load_preferences(src))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n')
+    assert main(["prefs", "check", str(bad)]) == 1
+    assert "bad.jsonl:2: 'rejected' must be a string, got None" in capsys.readouterr().err
