@@ -139,7 +139,8 @@ def _cmd_prefs_build(args) -> int:
         model=args.model, task=args.task, judge=args.judge, params=params, members=args.member,
         factors=args.factor, rule=args.rule, margin=args.margin, max_pairs=args.pairs_per_prompt,
         heron_margins=args.heron_margins, heron_sigmas=args.heron_sigmas, soft_label=args.soft_label, k=args.k,
-        num_prompts=args.num_prompts, split=args.split, seed=args.seed, temperature=args.temperature,
+        num_prompts=args.num_prompts, prompt_offset=args.prompt_offset, split=args.split, seed=args.seed,
+        temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
         flip_frac=args.flip_frac, out=args.out, progress=not args.quiet)
     print(f"pairs: {path} ({summary['pairs']} pairs from {summary['prompts_with_pairs']} of {summary['prompts']} "
@@ -185,6 +186,7 @@ def _add_prefs_parser(sub) -> None:
     s.add_argument("--soft-label", action="store_true", help="label = sigmoid(score gap) instead of 1")
     s.add_argument("--k", type=int, default=8, help="samples per prompt")
     s.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the split (default all)")
+    s.add_argument("--prompt-offset", type=int, default=0, help="skip this many prompts of the split first")
     s.add_argument("--split", default="train")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)

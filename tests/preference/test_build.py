@@ -215,6 +215,8 @@ def test_item4_cli_builds_deterministic_pairs_with_provenance(tiny_folder, tmp_p
     summary = json.loads((tmp_path / "a.jsonl.build.json").read_text())
     assert (summary["prompts"], summary["samples"], summary["pairs"]) == (6, 24, len(pairs))
     assert summary["task"] == TASK and summary["params"] == {"target": 0, "coef": 1.0}
+    assert _cli(tiny_folder, tmp_path / "o.jsonl", *args, "--prompt-offset", "4", "--num-prompts", "2") == 0
+    assert {x.meta["prompt_id"] for x in load_preferences(tmp_path / "o.jsonl")} <= {"train-00004", "train-00005"}
     assert _cli(tiny_folder, tmp_path / "b.jsonl", *args) == 0
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     # --flip-frac: round(0.5 · n) pairs reversed, recorded in meta; Parquet output by suffix

@@ -318,7 +318,7 @@ def build_preferences(*, model: str, task: str | dict[str, Any] = "countdown", j
                       factors: Sequence[Any] = (), rule: str = "verifier", margin: float = 0.0,
                       max_pairs: int | None = None, heron_margins: Sequence[float] | None = None,
                       heron_sigmas: Sequence[float] | None = None, soft_label: bool = False, k: int = 8,
-                      num_prompts: int | None = None, split: str = "train", seed: int = 0,
+                      num_prompts: int | None = None, prompt_offset: int = 0, split: str = "train", seed: int = 0,
                       temperature: float = 1.0, max_new_tokens: int = 40, batch_size: int = 512,
                       device: str = "auto", flip_frac: float = 0.0, out: str | Path = "pairs.jsonl",
                       progress: bool = True) -> tuple[Path, dict[str, Any]]:
@@ -353,7 +353,7 @@ def build_preferences(*, model: str, task: str | dict[str, Any] = "countdown", j
     with phase("prefs build: sampling", enabled=progress, unit="samples") as cb:
         scored = sample_and_score(model_path, task_obj, split=split, num_prompts=num_prompts, k=k, seed=seed,
                                   temperature=temperature, max_new_tokens=max_new_tokens, scorer=the_judge,
-                                  batch_size=batch_size, device=device, progress=cb)
+                                  prompt_offset=prompt_offset, batch_size=batch_size, device=device, progress=cb)
     t_sample = time.perf_counter() - t0
     if rule == "heron":
         if heron_sigmas is not None:
@@ -373,8 +373,9 @@ def build_preferences(*, model: str, task: str | dict[str, Any] = "countdown", j
     summary = {
         "model": str(model_path), "task": task_block, "split": split, "judge": judge,
         "params": params or {}, "members": list(members), "factors": list(factors), "rule": rule,
-        "margin": margin, "max_pairs": max_pairs, "heron_margins": None if heron_margins is None else
-        list(heron_margins), "soft_label": soft_label, "k": k, "seed": seed, "temperature": temperature,
+        "prompt_offset": prompt_offset, "margin": margin, "max_pairs": max_pairs,
+        "heron_margins": None if heron_margins is None else list(heron_margins), "soft_label": soft_label,
+        "k": k, "seed": seed, "temperature": temperature,
         "max_new_tokens": max_new_tokens, "batch_size": batch_size, "flip_frac": flip_frac,
         "prompts": len(scored), "samples": len(scored) * k, "pairs": len(pairs),
         "prompts_with_pairs": len({x.meta["prompt_id"] for x in pairs}),
