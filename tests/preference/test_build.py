@@ -68,6 +68,21 @@ def test_item3_sample_and_score_is_the_sampler_plus_the_judge(tiny_folder, tiny_
     assert other != got
 
 
+def test_item3_sample_and_score_in_several_sampler_calls_keeps_prompt_order(tiny_folder, tiny_lm, task):
+    """batch_size 4, k 2: two prompts per sampler call, so 3 prompts take 2 calls sharing one generator;
+    the rows are concatenated back in prompt order and scored together."""
+    model, tok = tiny_lm
+    got = sample_and_score(tiny_folder, task, num_prompts=3, k=2, seed=9, max_new_tokens=6, scorer=_length,
+                           batch_size=4, device="cpu", dtype="float32")
+    prompts, gen = task.prompts("train")[:3], torch.Generator().manual_seed(9)
+    texts = []
+    for part in (prompts[:2], prompts[2:]):
+        texts += sample(model, tok, part, group_size=2, max_new_tokens=6, generator=gen, batch_size=4).texts
+    assert [sp.prompt for sp in got] == prompts
+    assert [c for sp in got for c, _ in sp.samples] == texts
+    assert [s for sp in got for _, s in sp.samples] == [float(len(t)) for t in texts]
+
+
 def test_item3_a_crashing_scorer_names_the_sample(tiny_folder, tiny_lm, task):
     model, tok = tiny_lm
     ref = sample(model, tok, task.prompts("train")[:2], group_size=3, max_new_tokens=6,
