@@ -1,4 +1,5 @@
-"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | list | validate``."""
+"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | list | validate |
+prefs build | prefs check``."""
 
 from __future__ import annotations
 
@@ -126,6 +127,84 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_prefs_build(args) -> int:
+    from entrolab.config import parse_override
+    from entrolab.preference.build import build_preferences
+
+    params = {}
+    for text in args.param:
+        keys, value = parse_override(text)
+        params[".".join(keys)] = value
+    path, summary = build_preferences(
+        model=args.model, task=args.task, judge=args.judge, params=params, members=args.member,
+        factors=args.factor, rule=args.rule, margin=args.margin, max_pairs=args.pairs_per_prompt,
+        heron_margins=args.heron_margins, heron_sigmas=args.heron_sigmas, soft_label=args.soft_label, k=args.k,
+        num_prompts=args.num_prompts, prompt_offset=args.prompt_offset, split=args.split, seed=args.seed,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
+        flip_frac=args.flip_frac, out=args.out, progress=not args.quiet)
+    print(f"pairs: {path} ({summary['pairs']} pairs from {summary['prompts_with_pairs']} of {summary['prompts']} "
+          f"prompts x {summary['k']} samples, {summary['total_s']:.1f} s)")
+    return 0
+
+
+def _cmd_prefs_check(args) -> int:
+    from entrolab.preference.data import load_preferences, write_preferences
+
+    pairs = load_preferences(args.path, split=args.split)
+    soft = sum(x.label < 1.0 for x in pairs)
+    flipped = sum(bool(x.meta.get("flipped")) for x in pairs)
+    print(f"{args.path}: {len(pairs)} pairs, {len({x.prompt for x in pairs})} prompts, {soft} with a soft label "
+          f"(< 1), {flipped} flipped")
+    if args.to:
+        print(f"written: {write_preferences(pairs, args.to)}")
+    return 0
+
+
+def _add_prefs_parser(sub) -> None:
+    """``entrolab prefs build | check``: pairs from a model's own samples; validate/convert a pair file
+    (docs/preferences.md)."""
+    prefs = sub.add_parser("prefs", help="preference data: build pairs from a model's samples, check/convert files")
+    psub = prefs.add_subparsers(dest="prefs_command", required=True)
+    s = psub.add_parser("build", help="sample K per prompt, score with a judge, pair by a rule, write pairs")
+    s.add_argument("--model", required=True, help="HF model folder, or 'demo-base' (the demo's Countdown base)")
+    s.add_argument("--task", default="countdown", help="task name or a YAML mapping {name: ..., ...}")
+    s.add_argument("--judge", default="verifier", help="verifier | reward:<name> | ensemble | heron")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a hyperparameter of the judge's reward term (reward:<name>, ensemble)")
+    s.add_argument("--member", action="append", default=[], metavar="SPEC",
+                   help="an ensemble member: a reward name or a YAML mapping {name: reward_model, path: ...}")
+    s.add_argument("--factor", action="append", default=[], metavar="SPEC",
+                   help="a HERON factor (a reward name or YAML mapping), most important first")
+    s.add_argument("--rule", default="verifier", choices=["verifier", "margin", "best_vs_worst", "heron"])
+    s.add_argument("--margin", type=float, default=0.0, help="score gap a margin/best_vs_worst pair must exceed")
+    s.add_argument("--pairs-per-prompt", type=int, default=None,
+                   help="cap on pairs per prompt (default: every disjoint pair the rule gives)")
+    s.add_argument("--heron-margins", type=float, nargs="+", default=None, help="absolute margin per factor")
+    s.add_argument("--heron-sigmas", type=float, nargs="+", default=None,
+                   help="margin per factor as sigma x that factor's std over all samples")
+    s.add_argument("--soft-label", action="store_true", help="label = sigmoid(score gap) instead of 1")
+    s.add_argument("--k", type=int, default=8, help="samples per prompt")
+    s.add_argument("--num-prompts", type=int, default=None, help="first N prompts of the split (default all)")
+    s.add_argument("--prompt-offset", type=int, default=0, help="skip this many prompts of the split first")
+    s.add_argument("--split", default="train")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--max-new-tokens", type=int, default=40)
+    s.add_argument("--batch-size", type=int, default=512, help="sequences per sampler call")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--flip-frac", type=float, default=0.0, help="swap chosen/rejected of this share of pairs")
+    s.add_argument("--out", default="pairs.jsonl", help=".jsonl, .parquet, or a folder (datasets)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_prefs_build)
+
+    s = psub.add_parser("check", help="validate a pair file (errors name file:line or row); --to converts it")
+    s.add_argument("path", help=".jsonl, .parquet, or a datasets folder")
+    s.add_argument("--split", default=None, help="split of a DatasetDict folder")
+    s.add_argument("--to", default=None, help="also write the pairs here (.jsonl, .parquet or a folder)")
+    s.set_defaults(fn=_cmd_prefs_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="entrolab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -192,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="every registered component with its paper")
     s.add_argument("stage", nargs="?", default=None)
     s.set_defaults(fn=_cmd_list)
+
+    _add_prefs_parser(sub)
 
     s = sub.add_parser("validate", help="check a recipe: schema, component names and hyperparameters")
     s.add_argument("recipe")
