@@ -23,7 +23,8 @@ Configuration (hyperparameters are ours, validated by our registries with our er
   ``clip_ratio_high`` (and ``clip_ratio_c`` as ppo_clip's dual clip), so ``entrolab.ppo_clip``
   with verl's defaults is verl's ``vanilla``. verl's method keys (``clip_cov_ratio``, ...) belong to
   its built-ins; a non-default value with an ``entrolab.*`` loss is an error, not silently ignored.
-* estimator: ``algorithm.entrolab: {advantage: {...}}``.
+* estimator: ``algorithm.entrolab: {advantage: {...}}`` (with ``algorithm._target_`` set to
+  :class:`AlgoConfig`, for the same reason).
 
 State: the built components are cached per process, keyed by name and config block, so a
 stateful component keeps its state across calls in verl's actor (losses) or driver (estimators)
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from verl.trainer.config import AlgoConfig as _VerlAlgoConfig
 from verl.trainer.ppo import core_algos
 from verl.workers.config.actor import PolicyLossConfig as _VerlPolicyLossConfig
 
@@ -70,6 +72,17 @@ class PolicyLossConfig(_VerlPolicyLossConfig):
     """verl's policy-loss config plus ``entrolab``: the block our ``entrolab.*`` losses read.
 
     Select it with ``policy_loss._target_: entrolab.integrations.verl.PolicyLossConfig``.
+    """
+
+    entrolab: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AlgoConfig(_VerlAlgoConfig):
+    """verl's algorithm config plus ``entrolab: {advantage: {...}}`` for our ``entrolab.*`` estimators.
+
+    Select it with ``algorithm._target_: entrolab.integrations.verl.AlgoConfig`` so that code turning
+    the block into verl's dataclass does not reject the extra key.
     """
 
     entrolab: dict[str, Any] = field(default_factory=dict)
