@@ -28,13 +28,15 @@ test: env
 VERL_VENV := .venv-verl
 VERL_BIN := $(VERL_VENV)/bin
 VERL_SPEC ?= verl==0.9.1
+# imported by verl's trainer module (its dump writer is tested) but not declared by verl 0.9.1
+VERL_EXTRAS := cachetools uvicorn fastapi
 
 $(VERL_BIN)/entrolab: pyproject.toml
 	test -x $(VERL_BIN)/python || $(PY) -m venv $(VERL_VENV)
 	$(VERL_BIN)/python -m pip install -q --upgrade pip
 	$(VERL_BIN)/python -c "import torch" 2>/dev/null || $(VERL_BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(VERL_BIN)/python -m pip install -q -e ".[test]" "$(VERL_SPEC)"
-	$(VERL_BIN)/python -c "import verl.trainer.ppo.core_algos"
+	$(VERL_BIN)/python -m pip install -q -e ".[test]" "$(VERL_SPEC)" $(VERL_EXTRAS)
+	$(VERL_BIN)/python -c "import verl.trainer.ppo.core_algos, verl.trainer.ppo.ray_trainer"
 	touch $(VERL_BIN)/entrolab
 
 env-verl: $(VERL_BIN)/entrolab

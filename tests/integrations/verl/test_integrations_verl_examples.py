@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("verl", reason="verl is installed only in the optional env (make env-verl)")
+# Not plain "verl": when pytest puts tests/integrations on sys.path, this test folder itself would
+# import as a namespace package named verl.
+pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl is installed only in the optional env (make env-verl)")
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -97,3 +99,25 @@ def test_reward_terms_verl_cannot_run_are_refused(kwargs, match):
 def test_bad_ground_truth_names_what_is_missing():
     with pytest.raises(ValueError, match="needs 'numbers' and 'target'"):
         ev.compute_score("countdown", "#1+2", {"nums": [1, 2], "target": 3})
+
+
+def test_convert_reads_a_dump_written_by_verls_own_dump_code(tmp_path):
+    """verl's RayPPOTrainer._write_generations (the validation/rollout dump writer) runs on CPU: dump two
+    steps with our compute_score's extra info, convert, and read back with our schema."""
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    from entrolab.diagnostics.convert import convert_verl
+    from entrolab.diagnostics.schema import read_rollouts
+
+    gt = {"numbers": [3, 5, 7], "target": 22}
+    dump = tmp_path / "val"
+    for step, outs in ((0, ["#3+5+7", "#3*5+7"]), (4, ["#3*5+7", "#7+3*5"])):
+        scores = [ev.compute_score("countdown", o, gt) for o in outs]
+        extra = {k: [s[k] for s in scores] for k in ("acc", "pred", "reason", "verifier")}
+        RayPPOTrainer._write_generations(["Use 3 5 7 to make 22"] * 2, outs, [gt] * 2, [s["score"] for s in scores],
+                                         extra, str(dump), step)
+    samples = read_rollouts(convert_verl(dump, tmp_path / "out", run="grpo"))
+    assert [(s.run, s.step, s.correct, s.answer) for s in samples] == [
+        ("base", 0, False, "3+5+7"), ("base", 0, True, "7+3*5"), ("grpo", 4, True, "7+3*5"), ("grpo", 4, True, "7+3*5")]
+    # (the verifier's canonical form orders commutative operands, so 3*5+7 and 7+3*5 are one answer)
+    assert len({s.prompt_id for s in samples}) == 1 and samples[0].rewards == {"verifier": 0.0}
