@@ -174,9 +174,6 @@ def build_loss(surrogate: str, actor_config: Any) -> ComposedLoss:
     policy_loss = _get(actor_config, "policy_loss")
     block = _block(_get(policy_loss, "entrolab"), LOSS_BLOCK, _LOSS_KEYS)
     defaults = _surrogate_defaults(surrogate, actor_config)
-    key = _cache_key(surrogate, block, defaults)
-    if key in _LOSSES:
-        return _LOSSES[key]
     for name in _VERL_ONLY_KEYS:  # a verl built-in's key set for our loss would be silently unused
         default = _VerlPolicyLossConfig.__dataclass_fields__[name].default
         value = _get(policy_loss, name, default)
@@ -184,6 +181,9 @@ def build_loss(surrogate: str, actor_config: Any) -> ComposedLoss:
             raise ConfigError(f"actor_rollout_ref.actor.policy_loss.{name}={value} is read only by verl's built-in "
                               f"losses, not by '{PREFIX}{surrogate}'; set the hyperparameter in {LOSS_BLOCK}.surrogate "
                               f"(valid keys: {', '.join(k for k in SURROGATES.get(surrogate).params() if k != '**')})")
+    key = _cache_key(surrogate, block, defaults)
+    if key in _LOSSES:
+        return _LOSSES[key]
     params = {**defaults, **_plain(block.get("surrogate") or {})}
     weights = block.get("token_weights") or []
     regs = block.get("regularizers") or []
@@ -381,6 +381,9 @@ def _reward_terms(terms: Any) -> list[tuple[str, float, Any]]:
             b = dict(b) if isinstance(b, dict) else b
             weight = float(b.pop("weight", 1.0)) if isinstance(b, dict) else 1.0
             label = b.pop("label", None) if isinstance(b, dict) else None
+            if isinstance(b, dict) and b.get("require_eos"):
+                raise ConfigError(f"reward_kwargs.terms.{i}.require_eos: verl's compute_score gets no stop reason, "
+                                  "so truncated completions cannot be told apart; leave it false")
             comp = _checked_build(REWARDS, "rewards", b, f"reward_kwargs.terms.{i}")
             out.append((label or b["name"], weight, comp))
         _TERMS[key] = out

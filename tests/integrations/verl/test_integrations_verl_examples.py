@@ -88,6 +88,8 @@ def test_countdown_reward_through_verls_custom_reward_loader():
 @pytest.mark.parametrize("kwargs,match", [
     ({"terms": [{"name": "length"}]}, "cannot run inside verl: counts completion tokens"),
     ({"terms": [{"name": "diversity"}]}, "compute_score sees one completion"),
+    ({"terms": [{"name": "format", "require_eos": True}]}, "gets no stop reason"),
+    ({"task": {"name": "jsonl"}}, "cannot run inside verl: verl reads prompts and answers from its own parquet"),
 ])
 def test_reward_terms_verl_cannot_run_are_refused(kwargs, match):
     from entrolab.registry import ConfigError
