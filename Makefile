@@ -31,7 +31,7 @@ VERL_SPEC ?= verl==0.9.1
 # imported by verl's trainer module (its dump writer is tested) but not declared by verl 0.9.1
 VERL_EXTRAS := cachetools uvicorn fastapi
 
-$(VERL_BIN)/entrolab: pyproject.toml
+$(VERL_BIN)/entrolab: pyproject.toml Makefile
 	test -x $(VERL_BIN)/python || $(PY) -m venv $(VERL_VENV)
 	$(VERL_BIN)/python -m pip install -q --upgrade pip
 	$(VERL_BIN)/python -c "import torch" 2>/dev/null || $(VERL_BIN)/python -m pip install -q "$(TORCH_SPEC)"
