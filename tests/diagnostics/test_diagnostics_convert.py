@@ -74,3 +74,45 @@ def test_convert_refuses_foreign_files_and_missing_dump(tmp_path, capsys):
         convert_verl(d, tmp_path / "o")
     assert main(["convert", "verl", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert "verl dump not found" in capsys.readouterr().err
+
+
+def test_acc_wins_over_score_and_score_zero_is_wrong(tmp_path):
+    """`acc` decides `correct` even when it disagrees with the score; without it, score 0 is wrong."""
+    d = tmp_path / "d"
+    write_dump(d, 1, [("q", "a", None, 0.5, {"acc": False}), ("q", "b", None, 0.0, {"acc": 1}),
+                      ("q", "c", None, 0.0, {})])
+    samples = read_rollouts(convert_verl(d, tmp_path / "deep" / "er" / "out"))  # parent folders are created
+    assert [s.correct for s in samples] == [False, True, False]
+
+
+def test_blank_lines_are_skipped_and_unicode_is_kept(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "3.jsonl").write_text(json.dumps({"input": "q", "output": "é", "score": 1.0, "step": 3}) + "\n\n"
+                               + json.dumps({"input": "q", "output": "ü", "score": 0.0, "step": 3}) + "\n",
+                               encoding="utf-8")
+    path = convert_verl(d, tmp_path / "o")
+    assert [s.completion for s in read_rollouts(path)] == ["é", "ü"]
+    assert "é" in path.read_text(encoding="utf-8")  # written as UTF-8 text, not \\u escapes
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json\n", r"5\.jsonl:1: not valid JSON"),
+    ("[1, 2]\n", r"5\.jsonl:1: expected a JSON object, got list"),
+    (json.dumps({"input": 1, "output": "a", "score": 1.0, "step": 5}) + "\n", "'input' and 'output' must be strings"),
+    (json.dumps({"input": "q", "output": "a", "score": 1.0, "step": "5"}) + "\n", "'step' must be an integer"),
+    ("\n", "the verl dump has no samples"),
+])
+def test_more_bad_dumps_are_named(tmp_path, text, match):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "5.jsonl").write_text(text)
+    with pytest.raises(RolloutFormatError, match=match):
+        convert_verl(d, tmp_path / "o")
+    assert list((tmp_path / "o").iterdir()) == []  # no half-written file is left
+
+
+def test_empty_dump_directory_says_what_it_expected(tmp_path):
+    (tmp_path / "e").mkdir()
+    with pytest.raises(RolloutFormatError, match=r"no <step>.jsonl files \(is this trainer.validation_data_dir"):
+        convert_verl(tmp_path / "e", tmp_path / "o")
