@@ -1,5 +1,5 @@
-"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | list | validate |
-prefs build | prefs check``."""
+"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | convert | list |
+validate | prefs build | prefs check``."""
 
 from __future__ import annotations
 
@@ -21,16 +21,35 @@ def _cmd_list(args) -> int:
     for s in stages:
         if s not in regs:
             raise ConfigError(f"unknown stage '{s}'; stages: {', '.join(regs)}")
+    engines = _engine_support()
     console = Console(width=160)
     for s in stages:
         table = Table(title=f"{s} ({len(regs[s])})", show_lines=False)
         table.add_column("name", style="bold")
         table.add_column("paper")
         table.add_column("summary")
+        for engine in engines:
+            table.add_column(engine)
+        reasons = []
         for e in regs[s]:
-            table.add_row(e.name, e.citation, e.summary)
+            cells = [fn(s, e.name) if fn else "?" for fn in engines.values()]
+            table.add_row(e.name, e.citation, e.summary, *[c.split(":", 1)[0] for c in cells])
+            reasons += [f"  {engine} {e.name}: {c.split(': ', 1)[1]}" for engine, c in zip(engines, cells) if ": " in c]
         console.print(table)
+        if args.reasons and reasons:
+            console.print("\n".join(reasons), markup=False, highlight=False)
     return 0
+
+
+def _engine_support() -> dict:
+    """Engine column → ``support(stage, name)`` ("yes" / "no: <reason>"), or None ("?") if not available."""
+    from entrolab.integrations.verl_support import support as verl
+
+    try:
+        from entrolab.integrations.trl_support import support as trl
+    except ImportError:
+        trl = None
+    return {"verl": verl, "TRL": trl}
 
 
 def _cmd_validate(args) -> int:
@@ -106,6 +125,15 @@ def _cmd_diagnose(args) -> int:
     from entrolab.diagnostics.diagnose import diagnose
 
     print(f"diagnostics: {diagnose([Path(p) for p in args.paths], Path(args.out), seed=args.seed, base=args.base)}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from entrolab.diagnostics.convert import convert_verl
+
+    base_step = None if args.base_step < 0 else args.base_step
+    path = convert_verl(Path(args.dump), Path(args.out), run=args.run, base_step=base_step)
+    print(f"rollouts: {path}\nnext: entrolab diagnose {path}")
     return 0
 
 
@@ -259,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base", default=None, help="run label of the base model (default: a run named 'base')")
     s.set_defaults(fn=_cmd_diagnose)
 
+    s = sub.add_parser("convert", help="another engine's rollout dump -> entrolab's rollout schema (for diagnose)")
+    s.add_argument("engine", choices=["verl"], help="verl: trainer.validation_data_dir or rollout_data_dir")
+    s.add_argument("dump", help="dump directory of <step>.jsonl files, or one such file")
+    s.add_argument("--out", default="runs/converted", help="output directory (writes <run>.jsonl)")
+    s.add_argument("--run", default="verl", help="run label of the trained steps")
+    s.add_argument("--base-step", type=int, default=0,
+                   help="step whose samples are labelled run 'base' (verl's val_before_train is 0); -1: none")
+    s.set_defaults(fn=_cmd_convert)
+
     s = sub.add_parser("sweep", help="several recipes x seeds from one base model, one comparison report")
     s.add_argument("recipes", nargs="+")
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -270,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("list", help="every registered component with its paper")
     s.add_argument("stage", nargs="?", default=None)
+    s.add_argument("--reasons", action="store_true", help="say why an engine column is 'no'")
     s.set_defaults(fn=_cmd_list)
 
     _add_prefs_parser(sub)
