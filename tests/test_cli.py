@@ -16,6 +16,13 @@ def test_list_prints_every_stage_with_papers(capsys):
     assert "1707.06347" in out  # PPO's arXiv id is shown next to ppo_clip
 
 
+def test_list_keeps_bracketed_math_in_summaries(capsys):
+    """Summaries such as DPO's −log σ(β[h(y_w) − h(y_l)]) are text, not rich markup to strip."""
+    assert main(["list", "preference_losses"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[h(y_w)" in out
+
+
 def test_list_unknown_stage(capsys):
     assert main(["list", "surogates"]) == 2
     assert "unknown stage 'surogates'" in capsys.readouterr().err

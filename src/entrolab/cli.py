@@ -12,6 +12,7 @@ from entrolab.registry import ConfigError
 
 def _cmd_list(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from entrolab.components import registries
@@ -33,7 +34,8 @@ def _cmd_list(args) -> int:
         reasons = []
         for e in regs[s]:
             cells = [fn(s, e.name) if fn else "?" for fn in engines.values()]
-            table.add_row(e.name, e.citation, e.summary, *[c.split(":", 1)[0] for c in cells])
+            # summaries hold math such as [h(y_w) − h(y_l)]: escape it, or rich reads it as a style tag
+            table.add_row(e.name, escape(e.citation), escape(e.summary), *[c.split(":", 1)[0] for c in cells])
             reasons += [f"  {engine} {e.name}: {c.split(': ', 1)[1]}" for engine, c in zip(engines, cells) if ": " in c]
         console.print(table)
         if args.reasons and reasons:
