@@ -29,7 +29,7 @@ RUN_DIRS = ("checkpoints", "eval", "report", "initial_model")
 #: the run lives (a moved folder), how long it goes and what it writes, not what a step computes;
 #: ``train.steps`` also stretches a decaying LR schedule to the new length from the resume point on.
 RESUMABLE_KEYS = ("run_dir", "train.steps", "train.eval_every", "train.save_every", "train.keep_checkpoints",
-                  "train.dump_rollouts_every", "eval.")
+                  "train.dump_rollouts_every", "eval.", "log.")
 
 
 class RunDirError(ValueError):

@@ -106,7 +106,7 @@ def test_item2_parity_with_trl_loss_types(tiny_path, tiny_lm, tmp_path, loss_typ
     for (name, p_t), p_o, p0 in zip(theirs.model.named_parameters(), ours.model.parameters(),
                                     tiny_lm[0].parameters()):
         torch.testing.assert_close(p_o, p_t, rtol=1e-6, atol=1e-7, msg=name)
-        moved = max(moved, float((p_t - p0).abs().max()))
+        moved = max(moved, float((p_t.detach() - p0).abs().max()))
     assert moved > 1e-3  # the steps did move the weights
 
 
