@@ -177,7 +177,7 @@ def test_item2_every_component_matches_native(tiny_path, tiny_lm, tmp_path, adv,
         trainer._gen_state_before = trainer._entrolab_gen.get_state()
         expected = native_loss(trainer, inputs)
         loss = orig_loss(model, inputs)
-        checked.append((float(loss), float(expected)))
+        checked.append((float(loss.detach()), float(expected.detach())))
         return loss
 
     trainer._compute_loss = loss_wrapped
@@ -200,6 +200,8 @@ def test_item2_every_component_matches_native(tiny_path, tiny_lm, tmp_path, adv,
     adv_BT = (adv_native[:, None].expand(batch.mask_BT.shape) if adv_native.dim() == 1 else adv_native) * batch.mask_BT
     if batch.extras.get("reinforce_mask_BT") is None:
         torch.testing.assert_close(out["advantages"], adv_BT, rtol=1e-6, atol=1e-7)
+    shown = torch.tensor(list(trainer._logs["advantages"]))  # TRL's completions table: our advantages
+    torch.testing.assert_close(shown, out["advantages"].sum(1) / batch.mask_BT.sum(1).clamp(min=1), rtol=1e-6, atol=1e-7)
 
 
 REFUSED = [("advantage", {"name": "aepo"}, "side rollouts"), ("advantage", {"name": "dcpo"}, "extra temperatures"),

@@ -297,6 +297,12 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             out[EXTRA_PREFIX + name] = (v[:, :T] if not name.endswith("_B") else v).to(device)
         for k, v in metrics.items():
             self._metrics[mode][k].append(float(v))
+        # The completions table shows the advantages trained on (ours: the mean over each row's tokens).
+        shown = self._logs["advantages"]
+        for _ in range(min(B, len(shown))):
+            shown.pop()
+        n_tok = batch.mask_BT.sum(1).clamp(min=1)
+        shown.extend((batch.adv_BT.sum(1) / n_tok).tolist())
         return out
 
     @staticmethod
