@@ -281,3 +281,22 @@ def test_item3_example_trains_two_steps_under_accelerate_launch(tmp_path):
                 "policy/entropy"} <= set(r)
         assert torch.isfinite(torch.tensor(r["loss"]))
     assert (out / "model.safetensors").exists()
+
+
+def test_item1_component_state_saved_and_restored_with_trl_checkpoints(tiny_path, tmp_path):
+    """A stateful component (adaptive entropy bonus) is closed at each optimizer step and its state travels
+    with TRL's checkpoints: saved as entrolab_components.pt, restored by TRL's resume path."""
+    recipe = {"objective": {"regularizers": [{"name": "entropy_bonus", "coef": 0.01, "target": 10.0}]}}
+    first = ad.EntrolabGRPOTrainer(model=str(tiny_path), reward_funcs=reward_fn, train_dataset=DATA, recipe=recipe,
+                                   args=grpo_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=2))
+    first.train()
+    state = first.entrolab.state_dict()["objective.regularizers.0"]
+    assert state["coef"] == pytest.approx(0.01 + 2 * 0.005)  # entropy < target 10 nats: +delta per optimizer step
+    saved = tmp_path / "checkpoint-2" / "entrolab_components.pt"
+    assert saved.exists()
+    # Resuming for one more step continues from the saved coefficient (0.02 -> 0.025, not 0.01 -> 0.015).
+    second = ad.EntrolabGRPOTrainer(model=str(tiny_path), reward_funcs=reward_fn, train_dataset=DATA, recipe=recipe,
+                                    args=grpo_config(tmp_path, max_steps=3))
+    assert second.entrolab.state_dict()["objective.regularizers.0"]["coef"] == 0.01
+    second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert second.entrolab.state_dict()["objective.regularizers.0"]["coef"] == pytest.approx(0.01 + 3 * 0.005)

@@ -53,7 +53,7 @@ REPLACED_FIELDS = {
     "loss_type": "objective.aggregation (token_mean ~ dapo, seq_mean_token_mean ~ grpo, constant_norm ~ dr_grpo)",
     "beta": "objective.regularizers: [{name: kl_to_ref, ...}]",
     "epsilon": "objective.surrogate eps_low", "epsilon_high": "objective.surrogate eps_high",
-    "delta": "objective.surrogate (dual clip)",
+    "delta": "nothing: entrolab has no counterpart (ppo_clip's dual_clip_c bounds negative advantages instead)",
     "importance_sampling_level": "objective.surrogate: gspo",
     "scale_rewards": "advantage: grpo (group std) or dr_grpo (no std)",
     "multi_objective_aggregation": "the advantage estimator (rewards are summed with reward_weights)",
