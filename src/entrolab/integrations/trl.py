@@ -16,8 +16,8 @@
 * **Loss**: TRL's forward (its fused LM head: log-probs and entropies with gradient) gives
   ``PolicyInputs``; ``policy_update.policy_loss`` (the very function our trainer uses) composes
   surrogate × token weights + regularizers and aggregates with the token and sequence counts of the
-  whole optimizer step over every process (``_prepare_inputs`` computes them exactly), times the
-  number of processes, because DDP averages gradients over ranks. Summed over the step's
+  whole optimizer step over every process (``_prepare_inputs`` computes them exactly), divided by
+  the number of processes, because DDP averages gradients over ranks. Summed over the step's
   micro-batches this is our loss on the step's batch, for every aggregation.
 * TRL's vLLM importance-sampling weight (``importance_sampling_ratio``) multiplies the per-token
   loss as in TRL; ``tool_mask`` restricts the mask as in TRL.
@@ -355,9 +355,12 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         if "importance_sampling_ratio" in inputs:  # TRL's vLLM train/inference mismatch weight, as in TRL
             ratio = inputs["importance_sampling_ratio"]
             comps = dataclasses.replace(comps, token_weights=[*comps.token_weights, lambda _: (ratio, {})])
-        loss, metrics = policy_loss(comps, inp, num_tokens=float(inputs[STEP_TOKENS_KEY]),
-                                    num_seqs=float(inputs[STEP_SEQS_KEY]))
-        loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        # The step's counts over every process, divided by the number of processes: DDP averages the
+        # processes' gradients, so each one's loss is its share of the step's sum over processes' counts
+        # (as TRL's dapo normaliser, num_items_in_batch / num_processes).
+        procs = self.accelerator.num_processes
+        loss, metrics = policy_loss(comps, inp, num_tokens=float(inputs[STEP_TOKENS_KEY]) / procs,
+                                    num_seqs=float(inputs[STEP_SEQS_KEY]) / procs)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * aux / (self.current_gradient_accumulation_steps
                                                              if mode == "train" else 1.0)
