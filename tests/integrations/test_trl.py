@@ -330,3 +330,15 @@ def test_item2_parity_two_processes(tiny_path, tmp_path):
         assert any(loss != 0 for loss in theirs["loss"][2:])
         for p_o, p_t in zip(ours["weights"], theirs["weights"]):  # SGD steps (see the worker)
             torch.testing.assert_close(torch.tensor(p_o), torch.tensor(p_t), rtol=1e-6, atol=1e-7)
+
+
+def test_item1_evaluation_leaves_component_state_alone(tiny_path, tmp_path):
+    """TRL's evaluate() runs our loss on eval batches; a stateful component's pending statistics (the
+    adaptive entropy bonus's entropy sums) must not take in those tokens."""
+    recipe = {"objective": {"regularizers": [{"name": "entropy_bonus", "coef": 0.01, "target": 10.0}]}}
+    trainer = ad.EntrolabGRPOTrainer(model=str(tiny_path), reward_funcs=reward_fn, train_dataset=DATA, eval_dataset=DATA,
+                                     recipe=recipe, args=grpo_config(tmp_path, per_device_eval_batch_size=2 * G))
+    before = copy.deepcopy(trainer.entrolab.state_dict())
+    metrics = trainer.evaluate()
+    assert "eval_policy/entropy" in metrics and torch.isfinite(torch.tensor(metrics["eval_loss"]))
+    assert trainer.entrolab.state_dict() == before

@@ -29,6 +29,7 @@ Components that cannot run here are refused at construction (``trl_support``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import warnings
@@ -351,7 +352,8 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             ref_logp_BT=inputs.get(REF_KEY), step=self.state.global_step, generator=self._entrolab_gen,
             extras={k[len(EXTRA_PREFIX):]: v for k, v in inputs.items() if k.startswith(EXTRA_PREFIX)},
         )
-        comps = self.entrolab
+        # Evaluation must not feed stateful components (an adaptive coefficient's entropy sums): a copy.
+        comps = self.entrolab if mode == "train" else copy.deepcopy(self.entrolab)
         if "importance_sampling_ratio" in inputs:  # TRL's vLLM train/inference mismatch weight, as in TRL
             ratio = inputs["importance_sampling_ratio"]
             comps = dataclasses.replace(comps, token_weights=[*comps.token_weights, lambda _: (ratio, {})])
