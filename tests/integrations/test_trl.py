@@ -342,3 +342,24 @@ def test_item1_evaluation_leaves_component_state_alone(tiny_path, tmp_path):
     metrics = trainer.evaluate()
     assert "eval_policy/entropy" in metrics and torch.isfinite(torch.tensor(metrics["eval_loss"]))
     assert trainer.entrolab.state_dict() == before
+
+
+def test_item3_task_reward_is_the_task_verifier():
+    """task_reward scores each completion with the task's verifier for the problem its row came from."""
+    import random
+
+    from entrolab.tasks.countdown import Countdown
+
+    task = Countdown()
+    reward = ad.task_reward(task)
+    data = ad.task_dataset(task, "train", reward)
+    row = data[0]
+    prompt = task.prompts("train")[0]
+    assert (row["prompt"], row["entrolab_prompt_id"]) == (prompt.text, prompt.id)
+    good = task.demonstration(prompt, random.Random(0))
+    got = reward(prompts=[row["prompt"]] * 2, completions=[good, "no answer"],
+                      entrolab_prompt_id=[row["entrolab_prompt_id"]] * 2)
+    assert got == [task.verify(prompt, good).reward, task.verify(prompt, "no answer").reward]
+    assert task.verify(prompt, good).correct and not task.verify(prompt, "no answer").correct
+    with pytest.raises(KeyError, match="were not registered; build the dataset with task_dataset"):
+        reward(prompts=["x"], completions=["y"], entrolab_prompt_id=["nope"])

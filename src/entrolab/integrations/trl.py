@@ -136,8 +136,11 @@ def check_config(args: GRPOConfig) -> None:
 def task_reward(task) -> Any:
     """A TRL reward function scoring completions with ``task``'s verifier (use with ``task_dataset``)."""
     def reward(prompts, completions, entrolab_prompt_id, **_):
-        by_id = reward.prompts
-        return [task.verify(by_id[pid], c).reward for pid, c in zip(entrolab_prompt_id, completions)]
+        unknown = sorted(set(entrolab_prompt_id) - set(reward.prompts))
+        if unknown:
+            raise KeyError(f"{reward.__name__}: prompt id(s) {unknown[:5]} were not registered; build the dataset "
+                           "with task_dataset(task, split, reward) so the verifier knows their problems")
+        return [task.verify(reward.prompts[pid], c).reward for pid, c in zip(entrolab_prompt_id, completions)]
 
     reward.prompts = {}
     reward.__name__ = f"{task.name}_verifier"
@@ -165,8 +168,9 @@ class EntrolabGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args: GRPOConfig | None = None, *, recipe, recipe_overrides=None,
                  **kwargs):
         self.entrolab_recipe = load_block(recipe, recipe_overrides)
-        if args is not None:
+        if args is not None:  # refuse a bad setup before TRL loads models
             check_config(args)
+            build_trl_components(self.entrolab_recipe, num_generations=args.num_generations)
         super().__init__(model, reward_funcs, args=args, **kwargs)
         check_config(self.args)
         self.entrolab = build_trl_components(self.entrolab_recipe, num_generations=self.num_generations)
