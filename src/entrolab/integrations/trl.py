@@ -44,7 +44,7 @@ from entrolab.config import Recipe, _read_mapping, load_recipe
 from entrolab.integrations.trl_support import undeclared_reason, unsupported_reason
 from entrolab.policy_update import MetricMean, policy_loss
 from entrolab.registry import (ADVANTAGES, AGGREGATIONS, REGULARIZERS, SURROGATES, TOKEN_WEIGHTS, ConfigError)
-from entrolab.types import PolicyInputs, Prompt, RolloutBatch, is_row_extra
+from entrolab.types import PolicyInputs, Prompt, RolloutBatch
 
 #: Top-level recipe keys the TRL adapter reads; the rest of a recipe is TRL's (GRPOConfig, dataset, rewards).
 BLOCK_KEYS = ("advantage", "objective")
