@@ -195,6 +195,11 @@ def test_item2_every_component_matches_native(tiny_path, tiny_lm, tmp_path, adv,
         ref = completion_stats(tiny_lm[0], batch.prompt_ids_BL,
                                batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
         torch.testing.assert_close(batch.entropy_BT * batch.mask_BT, ref.entropy_BT * batch.mask_BT, rtol=1e-5, atol=1e-5)
+    if batch.ref_logp_BT is not None:  # the reference is the initial policy (here: the generating weights)
+        init = completion_stats(tiny_lm[0], batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT,
+                                batch.mask_BT, need_entropy=False)
+        torch.testing.assert_close(batch.ref_logp_BT * batch.mask_BT, init.logp_BT * batch.mask_BT, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[ad.REF_KEY], batch.ref_logp_BT)
     adv_native, _ = fresh_estimator(batch)
     adv_native = adv_native.float()
     adv_BT = (adv_native[:, None].expand(batch.mask_BT.shape) if adv_native.dim() == 1 else adv_native) * batch.mask_BT
