@@ -96,3 +96,17 @@ def test_item4_missing_package_names_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
     with pytest.raises(LoggerUnavailable, match="'wandb' package is not installed.*entrolab\\[loggers\\]"):
         open_loggers(recipe(tmp_path, "x", ["jsonl", "wandb"]), tmp_path)
+
+
+def test_item4_overwrite_clears_logger_outputs(tmp_path):
+    """--overwrite starts a new run: the old run's TensorBoard events and W&B run (and the id that
+    --resume would continue) go with its other files; files that are not the run's stay."""
+    from entrolab.rundir import clear_run
+
+    for d in ("tensorboard", "wandb/offline-run-1"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "events").write_text("old")
+    (tmp_path / "wandb_id.txt").write_text("abc\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    clear_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
