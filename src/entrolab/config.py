@@ -174,6 +174,26 @@ class EvalCfg(_Strict):
     batch_size: int = Field(1024, ge=1)  # sequences generated at once
 
 
+class LogCfg(_Strict):
+    """Where step metrics go (``entrolab.loggers``). ``metrics.jsonl`` is always written (resume, report
+    and diagnose read it); ``tensorboard`` adds event files under ``<run_dir>/tensorboard``, ``wandb``
+    a Weights & Biases run (``wandb_mode`` offline by default: nothing leaves the machine unless asked)."""
+
+    backends: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "entrolab"
+    wandb_mode: Literal["offline", "online"] = "offline"
+
+    @field_validator("backends")
+    @classmethod
+    def _jsonl_first(cls, v):
+        if "jsonl" not in v:
+            raise ValueError("must include 'jsonl': metrics.jsonl is what --resume, report and diagnose read; "
+                             "list the other backends next to it, e.g. [jsonl, tensorboard]")
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists a backend twice: {v}")
+        return v
+
+
 class Recipe(_Strict):
     """A complete training recipe."""
 
@@ -189,6 +209,7 @@ class Recipe(_Strict):
     optim: OptimCfg = Field(default_factory=OptimCfg)
     train: TrainCfg = Field(default_factory=TrainCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
+    log: LogCfg = Field(default_factory=LogCfg)
 
     @field_validator("task", "advantage", mode="before")
     @classmethod

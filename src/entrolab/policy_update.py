@@ -104,6 +104,19 @@ def micro_batch_loss(
     logp_BT = fwd.logp_BT.detach()
     n_valid = mask_BT.sum().clamp(min=1)
     metrics: dict[str, float] = {"policy/nll": float(-(logp_BT.float() * mask_BT).sum() / n_valid)}
+    loss, m = policy_loss(comps, inp, num_tokens=num_tokens, num_seqs=num_seqs)
+    metrics.update(m)
+    return loss, metrics, logp_BT, fwd.entropy_BT.detach()
+
+
+def policy_loss(comps: Components, inp: PolicyInputs, *, num_tokens: float,
+                num_seqs: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one micro-batch: surrogate × token weights + per-token regularizers, aggregated
+    with the mini-batch-wide counts, + scalar regularizers weighted by ``scalar_share``. Shared by our
+    update and the TRL adapter (``entrolab.integrations.trl``), so both compute the same loss."""
+    metrics: dict[str, float] = {}
+    device = inp.logp_BT.device
+    mask_BT = inp.mask_BT
     loss_BT, m = comps.surrogate(inp)
     metrics.update(m)
     for weight in comps.token_weights:
@@ -122,7 +135,7 @@ def micro_batch_loss(
                              f"{tuple(reg_out.shape)}; expected a 0-dim scalar or {tuple(loss_BT.shape)}")
         metrics.update(m)
     loss = comps.aggregation(loss_BT, mask_BT, num_tokens=num_tokens, num_seqs=num_seqs)
-    return loss + scalar_share(len(idx_B), num_seqs) * scalar, metrics, logp_BT, fwd.entropy_BT.detach()
+    return loss + scalar_share(int(mask_BT.shape[0]), num_seqs) * scalar, metrics
 
 
 def scalar_share(micro_seqs: int, num_seqs: float) -> float:

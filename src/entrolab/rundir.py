@@ -22,14 +22,14 @@ from entrolab import checkpoint as ckpt
 
 #: What a run writes into its directory; ``--overwrite`` removes exactly these (never the folder itself,
 #: which may be a user's directory holding other files).
-RUN_FILES = ("recipe.yaml", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json", "metrics.jsonl")
-RUN_DIRS = ("checkpoints", "eval", "report", "initial_model")
+RUN_FILES = ("recipe.yaml", "rollouts.jsonl", "recipe_changes.jsonl", "timings.json", "wandb_id.txt", "metrics.jsonl")
+RUN_DIRS = ("checkpoints", "eval", "report", "initial_model", "tensorboard", "wandb")  # the last two: entrolab.loggers
 
 #: Keys a resume may change without ``--allow-recipe-change`` (recorded with a note). They change where
 #: the run lives (a moved folder), how long it goes and what it writes, not what a step computes;
 #: ``train.steps`` also stretches a decaying LR schedule to the new length from the resume point on.
 RESUMABLE_KEYS = ("run_dir", "train.steps", "train.eval_every", "train.save_every", "train.keep_checkpoints",
-                  "train.dump_rollouts_every", "eval.")
+                  "train.dump_rollouts_every", "eval.", "log.")
 
 
 class RunDirError(ValueError):

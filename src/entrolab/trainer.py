@@ -131,6 +131,9 @@ class Trainer:
         self.last_good: Path | None = None  # newest checkpoint written or resumed from (always finite)
         if latest is not None:
             self._restore(latest, *resumed_state)
+        from entrolab.loggers import open_loggers
+
+        self.loggers = open_loggers(recipe, self.run_dir, resume_step=self.step)  # log.backends besides jsonl
 
     # ------------------------------------------------------------------ setup helpers
     @property
@@ -385,6 +388,7 @@ class Trainer:
                 if t.save_every and self.step % t.save_every == 0:
                     self.save()
         self.save()
+        self.loggers.close()
         return self.run_dir
 
     def evaluate(self, label: str, *, n_samples: int | None = None) -> dict[str, Any]:
@@ -434,3 +438,4 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.loggers.log(record)
