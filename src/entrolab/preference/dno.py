@@ -47,9 +47,11 @@ def pairwise_scores(prompt: str, texts: Sequence[str], judge: Callable[[str, str
     wins = [0.0] * n
     for i in range(n):
         for j in range(i + 1, n):
-            p = 0.5 * (float(judge(prompt, texts[i], texts[j])) + 1.0 - float(judge(prompt, texts[j], texts[i])))
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"pairwise judge returned P(a ≻ b) = {p} outside [0, 1] for prompt {prompt!r:.60}")
+            ij, ji = float(judge(prompt, texts[i], texts[j])), float(judge(prompt, texts[j], texts[i]))
+            if not (0.0 <= ij <= 1.0 and 0.0 <= ji <= 1.0):
+                raise ValueError(f"pairwise judge returned P(a ≻ b) = {ij if not 0 <= ij <= 1 else ji} outside "
+                                 f"[0, 1] for prompt {prompt!r:.60}")
+            p = 0.5 * (ij + 1.0 - ji)
             wins[i] += p
             wins[j] += 1.0 - p
     return [w / (n - 1) for w in wins]
