@@ -152,6 +152,28 @@ def test_item1_step_indices_visit_every_pair_once_per_epoch(tmp_path, tiny_model
     assert tr.step_indices(0) != tr.step_indices(2)  # a fresh permutation per epoch
 
 
+
+@pytest.mark.parametrize("reference", ["precomputed", "on_the_fly"])
+def test_item1_lora_reference_is_the_base_and_resume_is_exact(tmp_path, tiny_model_dir, pairs_file, reference):
+    """Under LoRA no second model is loaded: π_ref is the policy with adapters disabled (the base weights), so
+    step 1 is log 2 exactly (B = 0: policy = base); after training the adapters moved and the reference did
+    not (the last step's margin > 0); 3 steps == 1 step + resume (adapters loaded from the checkpoint)."""
+    pytest.importorskip("peft")
+    lora = ["model.lora={r: 4, alpha: 8}", f"reference={reference}"]
+    straight = PreferenceTrainer(recipe(tmp_path, tiny_model_dir, pairs_file, *lora, "train.steps=3", name="a"),
+                                 progress=False)
+    assert straight.ref_model is None
+    straight.train()
+    m = metrics(straight.run_dir)
+    assert m[0]["pref/loss"] == pytest.approx(math.log(2), abs=1e-6) and m[-1]["pref/margin"] > 0
+    PreferenceTrainer(recipe(tmp_path, tiny_model_dir, pairs_file, *lora, "train.steps=1", name="b"),
+                      progress=False).train()
+    resumed = PreferenceTrainer(recipe(tmp_path, tiny_model_dir, pairs_file, *lora, "train.steps=3", name="b"),
+                                resume=True, progress=False)
+    resumed.train()
+    for k, v in weights(straight).items():
+        assert torch.equal(v, weights(resumed)[k]), k
+
 # ---------------------------------------------------------------------------------------------------- state
 class DynamicLabelDPO:
     """A stateful loss with an extra trained parameter, to test that checkpoints carry both.
