@@ -319,4 +319,8 @@ def test_cli_train_prefs_then_resume(tmp_path, tiny_model_dir, pairs_file, capsy
     assert main([*args, "train.epochs=2", "--resume", "--quiet"]) == 1  # train.epochs changes what steps compute: refused
     assert main([*args, "train.steps=3", "--resume", "--quiet"]) == 0
     assert metrics(tmp_path / "cli")[-1]["step"] == 3
+    # `entrolab eval` of a preference run directory reads its recipe's task and eval settings
+    assert main(["eval", str(tmp_path / "cli"), "eval.num_prompts=2", "eval.n_samples=2", "--label", "again"]) == 0
+    again = json.loads((tmp_path / "cli" / "eval" / "again.json").read_text())
+    assert again["summary"]["num_prompts"] == 2 and again["model"].endswith("step_000003")
     assert main(["train-prefs", "recipes/prefs/dpo.yaml", f"run_dir={tmp_path / 'none'}", "--resume", "--quiet"]) == 1
