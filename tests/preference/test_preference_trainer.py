@@ -176,7 +176,8 @@ def test_item1_lora_reference_is_the_base_and_resume_is_exact(tmp_path, tiny_mod
 
 # ---------------------------------------------------------------------------------------------------- state
 class DynamicLabelDPO:
-    """A stateful loss with an extra trained parameter, to test that checkpoints carry both.
+    """A stateful loss with an extra trained parameter made in ``bind_policy``, to test that the trainer
+    binds it first and that checkpoints carry both.
 
     Labels move toward σ(z) after each use (POWER-DL's rule, l ← 0.8 l + 0.2 σ(z)); ``extra_loss`` pulls the
     scalar ``w`` toward 1 ((w − 1)², trained by the same optimizer)."""
@@ -185,7 +186,9 @@ class DynamicLabelDPO:
 
     def __init__(self, *, beta: float = 0.1):
         self.beta, self.labels = beta, {}
-        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def bind_policy(self, model, tokenizer):  # the trainer calls it before extra_parameters / load_state_dict
+        self.w = torch.nn.Parameter(torch.zeros((), dtype=next(model.parameters()).dtype))
 
     def __call__(self, lp: PairLogps):
         h_w, h_l = lp.log_ratios()

@@ -144,6 +144,8 @@ class PreferenceTrainer:
         write_atomic(self.run_dir / "recipe.yaml", recipe.to_yaml())
         self.init_path = self.initial_model_path()
         self.model, self.tokenizer = self._load_policy(latest)
+        if callable(getattr(self.loss, "bind_policy", None)):  # before extra_parameters / load_state_dict
+            self.loss.bind_policy(self.model, self.tokenizer)
         self.pairs = self._load_pairs()
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.encoded = encode_pairs(self.tokenizer, self.pairs, chat_template=recipe.model.chat_template)
