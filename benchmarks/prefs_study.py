@@ -76,10 +76,17 @@ def main(argv: list[str] | None = None) -> None:
             m = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
             train = [x for x in m if "pref/loss" in x]
             pairs = sum(1 for x in (run / "pairs.jsonl").read_text().splitlines() if x.strip())
-            rows.setdefault(Path(recipe).stem, []).append({**summary(run / "eval" / "final.json"), "pairs": pairs,
-                                                           "acc": train[-1]["pref/accuracy"],
-                                                           "margin": train[-1]["pref/margin"]})
-    print(table(rows, [("pairs", "pairs"), ("acc", "train acc (last)"), ("margin", "margin (last)")]))
+            first = [x for x in train if x["data/epoch"] == 0]
+            last = [x for x in train if x["data/epoch"] == train[-1]["data/epoch"]]
+            rows.setdefault(Path(recipe).stem, []).append({
+                **summary(run / "eval" / "final.json"), "pairs": pairs, "acc": train[-1]["pref/accuracy"],
+                "margin": train[-1]["pref/margin"],
+                # each epoch covers every pair once: the epoch means of the summed log-probs compare like with like
+                **{f"{k}_{when}": statistics.mean(x[f"pref/logp_{k}"] for x in xs)
+                   for k in ("chosen", "rejected") for when, xs in (("first", first), ("last", last))}})
+    print(table(rows, [("pairs", "pairs"), ("acc", "train acc (last)"), ("margin", "margin (last)"),
+                       ("chosen_first", "logp chosen (epoch 1)"), ("chosen_last", "(last epoch)"),
+                       ("rejected_first", "logp rejected (epoch 1)"), ("rejected_last", "(last epoch)")]))
     if args.dno:
         from entrolab.preference.config import load_pref_recipe
         from entrolab.preference.dno import run_dno
