@@ -5,7 +5,7 @@ Usage: PYTHONPATH=src python benchmarks/prefs_study.py [--out runs/prefs-study] 
 
 Each recipe runs as ``entrolab train-prefs <recipe> seed=S run_dir=OUT/<stem>-sS --eval`` (a finished run,
 one with ``eval/final.json``, is reused); ``--dno`` adds ``entrolab dno recipes/prefs/dno.yaml`` per seed
-with an evaluation after each iteration. Prints Markdown tables (mean ± std over seeds) of the final
+with an evaluation after each iteration; ``--grpo DIR`` tabulates a finished GRPO sweep alike. Prints Markdown tables (mean ± std over seeds) of the final
 evaluations next to the base model's (evaluated with each seed's sampling seed), then the machine.
 """
 
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="+", default=["recipes/prefs/dpo.yaml"])
     p.add_argument("--dno", action="store_true", help="also run recipes/prefs/dno.yaml per seed")
+    p.add_argument("--grpo", default=None, help="a finished `entrolab sweep recipes/grpo.yaml` folder to tabulate "
+                                                "in the same columns (e.g. GRPO at DNO's number of samples)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
                     {**row, "pairs": s["pairs"], "sample_acc": s["dno/sample_accuracy"]})
         print()
         print(table(per_iter, [("pairs", "pairs"), ("sample_acc", "on-policy sample acc")]))
+    if args.grpo:
+        runs = [summary(f) for f in sorted(Path(args.grpo).glob("*/eval/final.json"))]
+        print()
+        print(table({f"GRPO ({args.grpo})": runs}))
     print(f"\n{platform.node()} · {os.cpu_count()} CPUs · load average {os.getloadavg()[0]:.1f} at the end · "
           f"wall {time.perf_counter() - t0:.0f} s")
 
