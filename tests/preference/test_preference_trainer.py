@@ -291,6 +291,30 @@ def test_item1_fresh_run_refuses_used_dir_and_overwrite_clears(tmp_path, tiny_mo
     assert metrics(r.resolved_run_dir()) == [] and not (r.resolved_run_dir() / "checkpoints").exists()
 
 
+def lexicographic_judge(prompt: str, a: str, b: str) -> float:
+    return 0.5 if a == b else float(a < b)
+
+
+def test_item2_data_build_samples_pairs_once_and_resume_rereads_them(tmp_path, tiny_model_dir):
+    """``data.build`` samples K completions per prompt from the starting model and keeps best vs worst by the
+    judge (here: the lexicographically smallest text wins), writes them to ``pairs.jsonl`` and a resume trains
+    on that file, not on a new sample. With the verifier a random model solves nothing: a clear error."""
+    build = {"split": "train", "num_prompts": 4, "k": 3, "max_new_tokens": 8}
+    r = load_pref_recipe({"task": TASK, "model": {"path": str(tiny_model_dir)}, "run_dir": str(tmp_path / "b"),
+                          "data": {"build": {**build, "judge": "test_preference_trainer:lexicographic_judge"}},
+                          "train": {"device": "cpu", "batch_size": 2, "steps": 1}})
+    tr = PreferenceTrainer(r, progress=False)
+    tr.train()
+    written = (tmp_path / "b" / "pairs.jsonl").read_text()
+    assert tr.pairs and all(p.chosen < p.rejected and p.chosen_score > p.rejected_score for p in tr.pairs)
+    again = PreferenceTrainer(load_pref_recipe(r.model_dump(mode="json"), ["train.steps=2"]), resume=True,
+                              progress=False)
+    assert again.pairs == tr.pairs and (tmp_path / "b" / "pairs.jsonl").read_text() == written
+    with pytest.raises(ValueError, match=r"no pair from 4 prompts × 3 samples had a score gap above 0.0 \(verifier\)"):
+        PreferenceTrainer(load_pref_recipe(r.model_dump(mode="json"), ["data.build.judge=verifier",
+                                                                       f"run_dir={tmp_path / 'v'}"]), progress=False)
+
+
 # ---------------------------------------------------------------------------------------------------- recipes
 def test_pref_recipe_schema_is_strict(tmp_path, tiny_model_dir, pairs_file):
     with pytest.raises(ConfigError, match="Did you mean 'grad_accum'"):

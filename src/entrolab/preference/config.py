@@ -21,8 +21,9 @@ from entrolab.registry import ConfigError
 
 
 class BuildCfg(_Strict):
-    """Verifier pairs sampled from the starting model: K completions per prompt of ``split``, the best
-    against the worst when their reward gap exceeds ``margin`` (``pairing.best_vs_worst``)."""
+    """Pairs sampled from the starting model: K completions per prompt of ``split``, scored by ``judge``
+    (as ``dno.judge``: ``verifier``, ``rewards`` with ``reward_terms``, or a pairwise ``pkg.module:function``),
+    the best against the worst when their score gap exceeds ``margin`` (``pairing.best_vs_worst``)."""
 
     split: str = "train"
     num_prompts: int = Field(256, ge=1)  # the first prompts of the split
@@ -30,6 +31,13 @@ class BuildCfg(_Strict):
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(48, ge=1)
     margin: float = Field(0.0, ge=0)
+    judge: str = "verifier"
+    reward_terms: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "verifier"}])
+
+    @field_validator("reward_terms", mode="before")
+    @classmethod
+    def _blocks(cls, v):
+        return [_component(x) for x in (v or [])]
 
 
 class DataCfg(_Strict):

@@ -230,12 +230,13 @@ class PreferenceTrainer:
 
             prompts = self.task.prompts(b.split)[:b.num_prompts]
             pairs, _ = sample_pairs(self.model, self.tokenizer, self.task, prompts, k=b.k, temperature=b.temperature,
-                                    max_new_tokens=b.max_new_tokens, margin=b.margin, judge=make_judge("verifier"),
+                                    max_new_tokens=b.max_new_tokens, margin=b.margin,
+                                    judge=make_judge(b.judge, reward_terms=b.reward_terms),
                                     generator=torch.Generator().manual_seed(self.recipe.seed),
                                     chat_template=self.recipe.model.chat_template)
             if not pairs:
-                raise ValueError(f"data.build: no pair from {len(prompts)} prompts × {b.k} samples had a reward gap "
-                                 f"above {b.margin}; raise data.build.k or num_prompts")
+                raise ValueError(f"data.build: no pair from {len(prompts)} prompts × {b.k} samples had a score gap "
+                                 f"above {b.margin} ({b.judge}); raise data.build.k or num_prompts")
             write_preferences(pairs, self.data_file)
         return load_preferences(self.data_file)
 
