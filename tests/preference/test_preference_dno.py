@@ -99,7 +99,7 @@ def test_item3_reference_is_the_previous_iterate(tmp_path, tiny_model_dir):
     π_0 would give h ≠ 0 there)."""
     from entrolab.models.loading import load_policy
     from entrolab.preference.data import load_preferences
-    from entrolab.preference.trainer import encode_pairs, sequence_logps
+    from entrolab.preference.logps import encode_pairs, sequence_logps
 
     states = run_dno(dno_recipe(tmp_path, tiny_model_dir), progress=False)
     run = tmp_path / "dno"

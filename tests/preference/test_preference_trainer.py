@@ -20,7 +20,8 @@ from entrolab.preference.api import PairLogps
 from entrolab.preference.config import build_loss, load_pref_recipe
 from entrolab.preference.data import PreferencePair, write_preferences
 from entrolab.preference.losses import dpo_loss
-from entrolab.preference.trainer import PreferenceTrainer, sequence_logps
+from entrolab.preference.logps import sequence_logps
+from entrolab.preference.trainer import PreferenceTrainer
 from entrolab.registry import ConfigError
 from entrolab.rundir import RunDirError
 from entrolab.trainer import TrainingStopped
@@ -89,7 +90,7 @@ def test_sequence_logps_is_the_sum_over_response_tokens(tiny_model_dir):
     """Brute force: each pair alone (no padding), log-softmax of the full sequence, summed over the response
     positions (chosen + EOS), equals the batched, padded ``sequence_logps`` of pairs of different lengths."""
     from entrolab.models.loading import load_policy
-    from entrolab.preference.trainer import encode_pairs
+    from entrolab.preference.logps import encode_pairs
 
     model, tok = load_policy(str(tiny_model_dir), device="cpu")
     pairs = verifier_pairs(3)

@@ -174,3 +174,25 @@ def load_pref_recipe(source: str | Path | dict[str, Any], overrides: list[str] |
     except ValidationError as err:
         raise ConfigError(format_validation(err, PrefRecipe, origins).replace(
             "invalid recipe", "invalid preference recipe", 1)) from None
+
+
+#: ``model.path`` value naming the demo's Countdown base model (built by SFT on first use, then cached).
+DEMO_BASE = "demo-base"
+
+
+def starting_model_path(path: str, task: dict[str, Any], *, progress: bool = False) -> Path:
+    """``path`` itself, or for ``demo-base`` the demo's cached base model (``entrolab demo`` step 1,
+    about a minute of SFT on a laptop CPU the first time), which needs the demo's task."""
+    if path != DEMO_BASE:
+        return Path(path)
+    from entrolab.components import build_one, import_builtins
+    from entrolab.demo import DEMO_RECIPE, DEMO_SFT, cache_dir
+    from entrolab.registry import TASKS
+    from entrolab.sft import build_base_model
+
+    if dict(task) != DEMO_RECIPE["task"]:
+        raise ValueError(f"model.path: {DEMO_BASE} was trained on the demo's task {DEMO_RECIPE['task']}; "
+                         f"the recipe's task is {task}")
+    import_builtins()
+    return build_base_model(cache_dir() / "bases" / "countdown", build_one(TASKS, DEMO_RECIPE["task"], "task"),
+                            progress=progress, **DEMO_SFT)

@@ -159,7 +159,8 @@ def run_dno(recipe: PrefRecipe, *, resume: bool = False, overwrite: bool = False
     """Run ``recipe.dno.iterations`` DNO iterations (resuming finished ones); returns each iteration's state."""
     from entrolab.components import build_one, import_builtins
     from entrolab.models.loading import load_policy
-    from entrolab.preference.trainer import PreferenceTrainer, starting_model_path
+    from entrolab.preference.config import starting_model_path
+    from entrolab.preference.trainer import PreferenceTrainer
     from entrolab.registry import TASKS
 
     d = recipe.dno

@@ -1,6 +1,6 @@
 """The offline preference trainer: one loop for every registered preference loss.
 
-Reads top to bottom: load the pairs (a JSONL, or verifier pairs sampled from the starting model) →
+Reads top to bottom: load the pairs (a JSONL, or pairs sampled from the starting model and judged) →
 tokenize them once → (reference log-probs of every pair, when precomputed) → per step: the step's
 pairs in a seeded per-epoch order → per micro-batch, summed response log-probs of chosen and
 rejected under the policy (and the reference, on the fly) → ``PairLogps`` → ``loss(lp)`` (+ the
@@ -26,85 +26,18 @@ import torch
 
 from entrolab import checkpoint as ckpt
 from entrolab.jsonl_log import rewrite_log
-from entrolab.models.forward import completion_stats
 from entrolab.policy_update import MetricMean, NonFiniteError, all_finite
 from entrolab.preference.api import PairLogps
-from entrolab.preference.config import PrefRecipe, build_loss
+from entrolab.preference.config import PrefRecipe, build_loss, starting_model_path
 from entrolab.preference.data import PreferencePair, load_preferences, write_preferences
+from entrolab.preference.logps import encode_pairs, sequence_logps
 from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, resume_point, warn, write_atomic
 from entrolab.schedule import lr_factor
 from entrolab.trainer import TrainingStopped
 
-Encoded = tuple[list[int], list[int], list[int]]  # prompt ids (with BOS), chosen ids + EOS, rejected ids + EOS
-
-
-def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], *, chat_template: bool = False) -> list[Encoded]:
-    """Token ids of every pair, encoded as the sampler encodes prompts and completions (prompt with
-    BOS once; each response without special tokens, then EOS, as a sampled completion that stopped),
-    so a pair sampled from a model scores exactly its sampled tokens."""
-    from entrolab.models.loading import format_prompt
-    from entrolab.rollout.sampler import encode_prompts
-
-    prompts = encode_prompts(tokenizer, [format_prompt(tokenizer, p.prompt, chat_template=chat_template) for p in pairs])
-    eos = [tokenizer.eos_token_id]
-    return [(p_ids, tokenizer(p.chosen, add_special_tokens=False)["input_ids"] + eos,
-             tokenizer(p.rejected, add_special_tokens=False)["input_ids"] + eos) for p_ids, p in zip(prompts, pairs)]
-
-
-def collate(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """``(prompt_BL, mask_prompt_BL, completion_BT, mask_BT)``: prompts left-padded, responses right-padded."""
-    from entrolab.rollout.sampler import left_pad
-
-    prompt_BL, mask_prompt_BL = left_pad(prompts, pad_id)
-    T = max(len(r) for r in responses)
-    comp_BT = torch.full((len(responses), T), pad_id, dtype=torch.long)
-    mask_BT = torch.zeros(len(responses), T, dtype=torch.bool)
-    for i, r in enumerate(responses):
-        comp_BT[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask_BT[i, :len(r)] = True
-    return prompt_BL, mask_prompt_BL, comp_BT, mask_BT
-
-
-def sequence_logps(model: torch.nn.Module, rows: list[Encoded], *, pad_id: int,
-                   chunk_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ_t log π(y_t | x, y_<t) over the response tokens of chosen and rejected: two [B] tensors.
-
-    One forward over the 2B rows ``[chosen…; rejected…]``; prompt and padding are masked out (sums,
-    not means: the DPO family's derivations are for sequence densities). Gradient flows if enabled.
-    """
-    prompts = [r[0] for r in rows] * 2
-    responses = [r[1] for r in rows] + [r[2] for r in rows]
-    prompt_BL, mask_prompt_BL, comp_BT, mask_BT = collate(prompts, responses, pad_id)
-    out = completion_stats(model, prompt_BL, mask_prompt_BL, comp_BT, mask_BT, need_entropy=False,
-                           chunk_size=chunk_size)
-    seq_B = (out.logp_BT.float() * mask_BT.to(out.logp_BT.device)).sum(-1)
-    return seq_B[:len(rows)], seq_B[len(rows):]
-
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-#: ``model.path`` value naming the demo's Countdown base model (built by SFT on first use, then cached).
-DEMO_BASE = "demo-base"
-
-
-def starting_model_path(path: str, task: dict[str, Any], *, progress: bool = False) -> Path:
-    """``path`` itself, or for ``demo-base`` the demo's cached base model (``entrolab demo`` step 1,
-    about a minute of SFT on a laptop CPU the first time), which needs the demo's task."""
-    if path != DEMO_BASE:
-        return Path(path)
-    from entrolab.components import build_one, import_builtins
-    from entrolab.demo import DEMO_RECIPE, DEMO_SFT, cache_dir
-    from entrolab.registry import TASKS
-    from entrolab.sft import build_base_model
-
-    if dict(task) != {"name": "countdown", **DEMO_RECIPE["task"]} and dict(task) != DEMO_RECIPE["task"]:
-        raise ValueError(f"model.path: {DEMO_BASE} was trained on the demo's task {DEMO_RECIPE['task']}; "
-                         f"the recipe's task is {task}")
-    import_builtins()
-    return build_base_model(cache_dir() / "bases" / "countdown", build_one(TASKS, DEMO_RECIPE["task"], "task"),
-                            progress=progress, **DEMO_SFT)
 
 
 class PreferenceTrainer:
