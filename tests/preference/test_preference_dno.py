@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,28 @@ def test_item3_resume_between_iterations_gives_the_same_result(tmp_path, tiny_mo
         assert {k: v for k, v in a.items() if k != "model"} == {k: v for k, v in b.items() if k != "model"}
     assert (tmp_path / "straight" / "iter_001" / "pairs.jsonl").read_text() == \
         (tmp_path / "split" / "iter_001" / "pairs.jsonl").read_text()
+
+
+def test_item3_resume_inside_an_iteration_continues_its_training(tmp_path, tiny_model_dir):
+    """A kill during iteration 0's training (simulated: its state file, its newest checkpoint and the run's
+    metrics line removed) resumes from the iteration's older checkpoint, reusing its sampled pairs, and
+    ends with the same weights as the uninterrupted run."""
+    r = dno_recipe(tmp_path, tiny_model_dir, "dno.iterations=1", "train.save_every=1")
+    (state,) = run_dno(r, progress=False)
+    want = load_file(Path(state["model"]) / "model.safetensors")
+    it = tmp_path / "dno" / "iter_000"
+    pairs = (it / "pairs.jsonl").read_text()
+    (it / "state.json").unlink()
+    shutil.rmtree(state["model"])
+    (tmp_path / "dno" / "metrics.jsonl").write_text("")
+    run_id = json.loads((it / "train" / "checkpoints" / "step_000001" / "manifest.json").read_text())["run_id"]
+    (again,) = run_dno(r, resume=True, progress=False)
+    # resumed, not restarted: a fresh start (--overwrite) would clear the checkpoints and take a new run id
+    assert json.loads((Path(again["model"]) / "manifest.json").read_text())["run_id"] == run_id
+    got = load_file(Path(again["model"]) / "model.safetensors")
+    assert again["model"] == state["model"] and all(torch.equal(want[k], got[k]) for k in want)
+    assert (it / "pairs.jsonl").read_text() == pairs
+    assert again == state
 
 
 def test_item3_dno_run_dir_rules(tmp_path, tiny_model_dir):
