@@ -5,8 +5,9 @@ Usage: PYTHONPATH=src python benchmarks/prefs_study.py [--out runs/prefs-study] 
 
 Each recipe runs as ``entrolab train-prefs <recipe> seed=S run_dir=OUT/<stem>-sS --eval`` (a finished run,
 one with ``eval/final.json``, is reused); ``--dno`` adds ``entrolab dno recipes/prefs/dno.yaml`` per seed
-with an evaluation after each iteration; ``--grpo DIR`` tabulates a finished GRPO sweep alike. Prints Markdown tables (mean ± std over seeds) of the final
-evaluations next to the base model's (evaluated with each seed's sampling seed), then the machine.
+with an evaluation after each iteration; ``--grpo DIR`` tabulates a finished GRPO sweep alike. Prints
+Markdown tables (mean ± std over seeds) of the final evaluations next to the base model's (evaluated
+with each seed's sampling seed), then the machine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Command line: ``entrolab demo | sft | train | train-prefs | dno | eval | report | compare | sweep | diagnose | list | validate``."""
+"""Command line: ``entrolab demo | sft | train | train-prefs | dno | eval | report | compare | sweep | diagnose |
+list | validate``."""
 
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_train)
 
     for name, fn, what in (("train-prefs", _cmd_train_prefs, "train a preference recipe (recipes/prefs/*.yaml)"),
-                           ("dno", _cmd_dno, "iterative on-policy preference training (DNO) of a recipe with a dno block")):
+                           ("dno", _cmd_dno, "iterative on-policy preference training (DNO), a recipe with 'dno'")):
         s = sub.add_parser(name, help=what)
         s.add_argument("recipe")
         s.add_argument("overrides", nargs="*", help="key.sub=value")
@@ -193,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         fresh.add_argument("--overwrite", action="store_true", help="replace the run already in run_dir")
         s.add_argument("--allow-recipe-change", action="store_true", help="with --resume: accept other recipe changes")
         if name == "train-prefs":
-            s.add_argument("--eval", action="store_true", help="evaluate the starting and final models, write the report")
+            s.add_argument("--eval", action="store_true",
+                           help="evaluate the starting and final models, write the report")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.set_defaults(fn=fn)
 

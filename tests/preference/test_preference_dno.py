@@ -93,6 +93,32 @@ def test_item3_sample_pairs_keep_best_vs_worst(tiny_model_dir):
     assert m["dno/pairs_kept"] == len(want) / 5 and m["dno/sample_accuracy"] == 0.0  # a random model never solves
 
 
+def test_item3_rewards_judge_scores_with_reward_components(tiny_model_dir):
+    """``judge: rewards`` scores each sample with the weighted reward terms: with the length penalty
+    −1·max(0, L − 0) = −L (L = sampled tokens), brute force on the same samples: each prompt's chosen response
+    is its shortest sample and the rejected its longest, with scores −L."""
+    from entrolab.components import build_one
+    from entrolab.models.loading import load_policy
+    from entrolab.registry import TASKS
+    from entrolab.rollout.sampler import sample
+
+    model, tok = load_policy(str(tiny_model_dir), device="cpu")
+    task = build_one(TASKS, TASK, "task")
+    prompts = task.prompts("train")[:6]
+    judge = make_judge("rewards", reward_terms=[{"name": "length", "target": 0, "coef": 1.0, "label": "len"}])
+    pairs, _ = sample_pairs(model, tok, task, prompts, k=4, temperature=1.0, max_new_tokens=10, margin=0.0,
+                            judge=judge, generator=torch.Generator().manual_seed(1))
+    batch = sample(model, tok, prompts, group_size=4, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
+    want = []
+    for p in range(len(prompts)):
+        texts, lens = batch.texts[4 * p:4 * p + 4], batch.mask_BT[4 * p:4 * p + 4].sum(-1).tolist()
+        pick = best_vs_worst([-float(n) for n in lens], margin=0.0)
+        if pick and texts[pick[0]] != texts[pick[1]]:
+            want.append((texts[pick[0]], texts[pick[1]], -lens[pick[0]], -lens[pick[1]]))
+            assert lens[pick[0]] == min(lens) and lens[pick[1]] == max(lens)
+    assert [(x.chosen, x.rejected, x.chosen_score, x.rejected_score) for x in pairs] == want and want
+
+
 def test_item3_reference_is_the_previous_iterate(tmp_path, tiny_model_dir):
     """Iteration 1 starts from iteration 0's final checkpoint and uses it as the reference: at its first step
     (one step covers all its pairs) the loss is log 2 (h = 0 for every pair, so reference = policy) and the

@@ -344,7 +344,7 @@ def test_cli_train_prefs_then_resume(tmp_path, tiny_model_dir, pairs_file, capsy
             "train.batch_size=4", "train.epochs=1"]
     assert main([*args, "--quiet"]) == 0
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cli" / "checkpoints")] == [2]
-    assert main([*args, "train.epochs=2", "--resume", "--quiet"]) == 1  # train.epochs changes what steps compute: refused
+    assert main([*args, "train.epochs=2", "--resume", "--quiet"]) == 1  # changes what a step computes: refused
     assert main([*args, "train.steps=3", "--resume", "--quiet"]) == 0
     assert metrics(tmp_path / "cli")[-1]["step"] == 3
     # `entrolab eval` of a preference run directory reads its recipe's task and eval settings

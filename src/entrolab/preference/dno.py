@@ -72,7 +72,8 @@ def make_judge(spec: str | Callable, *, reward_terms: list[dict[str, Any]] | Non
         for i, block in enumerate(reward_terms or []):
             params = dict(block)
             name, weight = params.pop("name"), float(params.pop("weight", 1.0))
-            terms.append((params.pop("label", name), weight, REWARDS.build(name, params, where=f"dno.reward_terms.{i}")))
+            label = params.pop("label", name)
+            terms.append((label, weight, REWARDS.build(name, params, where=f"reward_terms.{i}")))
         return lambda batch, task: compute_rewards(batch, task, terms)[0].tolist()
     if isinstance(spec, str):
         from entrolab.registry import _import_object
@@ -116,7 +117,8 @@ def sample_pairs(model, tokenizer, task, prompts: list, *, k: int, temperature: 
         if pick is None or texts_p[pick[0]] == texts_p[pick[1]]:
             continue
         w, l = pick
-        pairs.append(PreferencePair(prompt.text, texts_p[w], texts_p[l], 1.0, s[w], s[l], meta={"prompt_id": prompt.id}))
+        pairs.append(PreferencePair(prompt.text, texts_p[w], texts_p[l], 1.0, s[w], s[l],
+                                    meta={"prompt_id": prompt.id}))
     metrics = {"dno/pairs_kept": len(pairs) / max(1, len(prompts)),
                "dno/sample_accuracy": sum(v.correct for v in batch.verdicts) / max(1, len(batch.verdicts)),
                "dno/score_mean": sum(scores) / max(1, len(scores))}
@@ -146,7 +148,8 @@ def _check_dir(run_dir: Path, recipe: PrefRecipe, *, resume: bool, overwrite: bo
     if not saved.exists():
         raise FileNotFoundError(f"--resume: {run_dir} holds no DNO run (no recipe.yaml); start it without --resume")
     changes = recipe_diff(yaml.safe_load(saved.read_text()) or {}, yaml.safe_load(recipe.to_yaml()))
-    refused = [k for k, _, _ in changes if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in DNO_RESUMABLE)]
+    refused = [k for k, _, _ in changes
+               if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in DNO_RESUMABLE)]
     if refused and not allow_change:
         raise RunDirError(f"the recipe differs from {saved} in {', '.join(refused)}; resume with the run's recipe "
                           f"or pass --allow-recipe-change")
@@ -194,15 +197,14 @@ def run_dno(recipe: PrefRecipe, *, resume: bool = False, overwrite: bool = False
             continue
         it.mkdir(parents=True, exist_ok=True)
         pairs_file = it / "pairs.jsonl"
-        metrics: dict[str, float] = {}
         if not pairs_file.exists() or not (it / "sampling.json").exists():
             model, tok = load_policy(str(model_path), tokenizer_path=recipe.model.tokenizer,
                                      device=recipe.train.device, dtype=recipe.model.dtype)
             gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + t)  # (seed, t) alone: resumable
-            pairs, metrics = sample_pairs(model, tok, task, prompts[t * d.prompts_per_iteration:(t + 1) * d.prompts_per_iteration],
-                                          k=d.k, temperature=d.temperature, max_new_tokens=d.max_new_tokens,
-                                          margin=d.margin, judge=judge, generator=gen,
-                                          chat_template=recipe.model.chat_template)
+            fresh = prompts[t * d.prompts_per_iteration:(t + 1) * d.prompts_per_iteration]
+            pairs, metrics = sample_pairs(model, tok, task, fresh, k=d.k, temperature=d.temperature,
+                                          max_new_tokens=d.max_new_tokens, margin=d.margin, judge=judge,
+                                          generator=gen, chat_template=recipe.model.chat_template)
             del model
             if not pairs:
                 raise ValueError(f"dno iteration {t}: no prompt had a score gap above margin {d.margin}; "
@@ -210,8 +212,9 @@ def run_dno(recipe: PrefRecipe, *, resume: bool = False, overwrite: bool = False
             write_preferences(pairs, pairs_file)
             write_atomic(it / "sampling.json", json.dumps(metrics))  # written last: pairs.jsonl is complete
         metrics = json.loads((it / "sampling.json").read_text())
-        sub = PrefRecipe.model_validate({**recipe.model_dump(mode="json"), "dno": None, "name": f"{recipe.name}-iter{t}",
-                                         "run_dir": str(it / "train"), "data": {"path": str(pairs_file)},
+        # the iteration's offline run: starts from π_t, which makes π_t its reference
+        sub = PrefRecipe.model_validate({**recipe.model_dump(mode="json"), "dno": None, "run_dir": str(it / "train"),
+                                         "name": f"{recipe.name}-iter{t}", "data": {"path": str(pairs_file)},
                                          "model": {**recipe.model.model_dump(mode="json"), "path": str(model_path)}})
         has_ckpt = any((it / "train" / "checkpoints").glob("step_*"))
         trainer = PreferenceTrainer(sub, resume=has_ckpt, overwrite=not has_ckpt, progress=progress)

@@ -1,7 +1,9 @@
 """Sequence log-probs of preference pairs: Σ_t log π(y_t | x, y_<t) over each response's tokens.
 
 Pairs are encoded as the sampler encodes prompts and completions, so a pair sampled from a model
-scores exactly its sampled tokens; the forward is the trainer's own (``models.forward.completion_stats``).
+scores exactly its sampled tokens whenever the decoded text re-encodes to them (a special token other
+than EOS sampled mid-completion, which decoding drops, is the exception: an untrained model's habit);
+the forward is the trainer's own (``models.forward.completion_stats``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], *, chat_template: 
     from entrolab.models.loading import format_prompt
     from entrolab.rollout.sampler import encode_prompts
 
-    prompts = encode_prompts(tokenizer, [format_prompt(tokenizer, p.prompt, chat_template=chat_template) for p in pairs])
+    texts = [format_prompt(tokenizer, p.prompt, chat_template=chat_template) for p in pairs]
+    prompts = encode_prompts(tokenizer, texts)
     eos = [tokenizer.eos_token_id]
     return [(p_ids, tokenizer(p.chosen, add_special_tokens=False)["input_ids"] + eos,
              tokenizer(p.rejected, add_special_tokens=False)["input_ids"] + eos) for p_ids, p in zip(prompts, pairs)]
