@@ -21,7 +21,7 @@ Encoded = tuple[list[int], list[int], list[int]]  # prompt ids (with BOS), chose
 def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], *, chat_template: bool = False) -> list[Encoded]:
     """Token ids of every pair, encoded as the sampler encodes prompts and completions (prompt with
     BOS once; each response without special tokens, then EOS, as a sampled completion that stopped),
-    so a pair sampled from a model scores exactly its sampled tokens."""
+    so a pair sampled from a model scores its sampled tokens (see the module docstring)."""
     from entrolab.models.loading import format_prompt
     from entrolab.rollout.sampler import encode_prompts
 
