@@ -35,8 +35,17 @@ def _cmd_list(args) -> int:
 
 def _cmd_validate(args) -> int:
     from entrolab.components import build_components
-    from entrolab.config import load_recipe
+    from entrolab.config import load_recipe, yaml_load
 
+    raw = yaml_load(Path(args.recipe).read_text()) if Path(args.recipe).is_file() else None
+    if isinstance(raw, dict) and {"data", "loss", "reference", "dno"} & raw.keys():  # a preference recipe
+        from entrolab.preference.config import build_loss, load_pref_recipe
+
+        pref = load_pref_recipe(args.recipe, args.overrides)
+        build_loss(pref)
+        print(f"{args.recipe}: OK ({pref.name}; preference loss={pref.loss['name']}, reference={pref.reference}"
+              f"{', dno' if pref.dno else ''})")
+        return 0
     recipe = load_recipe(args.recipe, args.overrides)
     comps = build_components(recipe)
     needs = sorted(comps.requires())

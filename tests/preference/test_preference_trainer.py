@@ -336,6 +336,17 @@ def test_every_pref_recipe_loads_and_builds_its_loss(path):
     assert (r.data is None) == (path.name == "dno.yaml")
 
 
+def test_cli_validate_checks_a_preference_recipe(capsys):
+    from entrolab.cli import main
+
+    assert main(["validate", "recipes/prefs/dpo.yaml"]) == 0
+    assert "preference loss=dpo, reference=precomputed" in capsys.readouterr().out
+    assert main(["validate", "recipes/prefs/dpo.yaml", "loss.betta=1"]) == 2
+    assert "unknown key 'loss.betta'" in capsys.readouterr().err
+    assert main(["validate", "recipes/prefs/dpo.yaml", "train.batchsize=1"]) == 2
+    assert "Did you mean 'batch_size'" in capsys.readouterr().err
+
+
 def test_cli_train_prefs_then_resume(tmp_path, tiny_model_dir, pairs_file, capsys):
     from entrolab.cli import main
 
