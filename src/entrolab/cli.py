@@ -1,5 +1,5 @@
-"""Command line: ``entrolab demo | sft | train | eval | report | compare | sweep | diagnose | convert | list |
-validate | prefs build | prefs check``."""
+"""Command line: ``entrolab demo | sft | train | train-prefs | dno | eval | report | compare | sweep | diagnose |
+convert | list | validate | prefs build | prefs check``."""
 
 from __future__ import annotations
 
@@ -56,8 +56,17 @@ def _engine_support() -> dict:
 
 def _cmd_validate(args) -> int:
     from entrolab.components import build_components
-    from entrolab.config import load_recipe
+    from entrolab.config import load_recipe, yaml_load
 
+    raw = yaml_load(Path(args.recipe).read_text()) if Path(args.recipe).is_file() else None
+    if isinstance(raw, dict) and {"data", "loss", "reference", "dno"} & raw.keys():  # a preference recipe
+        from entrolab.preference.config import build_loss, load_pref_recipe
+
+        pref = load_pref_recipe(args.recipe, args.overrides)
+        build_loss(pref)
+        print(f"{args.recipe}: OK ({pref.name}; preference loss={pref.loss['name']}, reference={pref.reference}"
+              f"{', dno' if pref.dno else ''})")
+        return 0
     recipe = load_recipe(args.recipe, args.overrides)
     comps = build_components(recipe)
     needs = sorted(comps.requires())
@@ -84,6 +93,33 @@ def _cmd_train(args) -> int:
 
     print(f"run directory: {run_dir}")
     print_run_summary(run_dir)
+    return 0
+
+
+def _cmd_train_prefs(args) -> int:
+    from entrolab.preference.config import load_pref_recipe
+    from entrolab.preference.trainer import PreferenceTrainer, evaluate_prefs_run
+
+    if args.allow_recipe_change and not args.resume:
+        raise ValueError("--allow-recipe-change only applies with --resume")
+    trainer = PreferenceTrainer(load_pref_recipe(args.recipe, args.overrides), resume=args.resume,
+                                overwrite=args.overwrite, allow_recipe_change=args.allow_recipe_change,
+                                progress=not args.quiet)
+    run_dir = trainer.train()
+    if args.eval:
+        evaluate_prefs_run(trainer, progress=not args.quiet)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _cmd_dno(args) -> int:
+    from entrolab.preference.config import load_pref_recipe
+    from entrolab.preference.dno import run_dno
+
+    states = run_dno(load_pref_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite,
+                     allow_recipe_change=args.allow_recipe_change, progress=not args.quiet)
+    for s in states:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()))
     return 0
 
 
@@ -264,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "and write the report")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_cmd_train)
+
+    for name, fn, what in (("train-prefs", _cmd_train_prefs, "train a preference recipe (recipes/prefs/*.yaml)"),
+                           ("dno", _cmd_dno, "iterative on-policy preference training (DNO), a recipe with 'dno'")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("recipe")
+        s.add_argument("overrides", nargs="*", help="key.sub=value")
+        fresh = s.add_mutually_exclusive_group()
+        fresh.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint/iteration")
+        fresh.add_argument("--overwrite", action="store_true", help="replace the run already in run_dir")
+        s.add_argument("--allow-recipe-change", action="store_true", help="with --resume: accept other recipe changes")
+        if name == "train-prefs":
+            s.add_argument("--eval", action="store_true",
+                           help="evaluate the starting and final models, write the report")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="evaluate a model folder or a run directory (n samples per prompt)")
     s.add_argument("model", help="HF model folder, or a run directory (uses its recipe and latest checkpoint)")

@@ -49,11 +49,26 @@ def newest_valid_model(root: Path) -> Path:
     return model_path
 
 
+def _eval_view(recipe: str | Path, overrides: list[str]) -> Recipe:
+    """A run's recipe for evaluation: an RL recipe, or a preference run's (``PrefRecipe.eval_recipe``)."""
+    from entrolab.registry import ConfigError
+
+    try:
+        return load_recipe(recipe, overrides)
+    except ConfigError as err:
+        from entrolab.preference.config import load_pref_recipe
+
+        try:
+            return load_pref_recipe(recipe, overrides).eval_recipe()
+        except ConfigError:
+            raise err from None
+
+
 def evaluate_path(path: Path, *, recipe: str | None, overrides: list[str], label: str, out: Path | None) -> Path:
     """``path`` is a run directory (its recipe and latest checkpoint) or an HF model folder."""
     run_recipe = path / "recipe.yaml"
     if run_recipe.exists():
-        rec = load_recipe(recipe or run_recipe, overrides)
+        rec = _eval_view(recipe or run_recipe, overrides)
         model_path = newest_valid_model(path / "checkpoints")
         out = out or path / "eval" / f"{label}.json"
     else:
