@@ -1,0 +1,172 @@
+"""SPO (``preference/spo.py``): the degree-variant builder and the degree loss on a tiny real model."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+
+from entrolab.preference.api import PairLogps
+from entrolab.preference.data import PreferencePair
+from entrolab.preference.spo import SPO, degree_variants, response_mean_hidden
+
+RESPONSE = "3+5=8,7*8=56#7*(3+5)"
+
+
+def test_variants_blank_the_last_units_and_keep_length_and_answer():
+    assert degree_variants(RESPONSE, k_max=2) == [RESPONSE, "3+5=8,      #7*(3+5)", "     ,      #7*(3+5)"]
+    assert degree_variants(RESPONSE, k_max=1) == [RESPONSE, "3+5=8,      #7*(3+5)"]
+
+
+def test_variants_cap_at_the_number_of_content_units():
+    """One step → degrees 0, 1 only; blank pieces (",,") are not units; no marker: the whole text;
+    no unit at all: only y⁽⁰⁾."""
+    assert degree_variants("3+5=8#3+5", k_max=3) == ["3+5=8#3+5", "     #3+5"]
+    assert degree_variants("1+2=3,,4*3=12", k_max=5, marker="#") == \
+        ["1+2=3,,4*3=12", "1+2=3,,      ", "     ,,      "]
+    assert degree_variants("a. b. c", k_max=2, unit_sep=". ", marker=None, filler="_") == \
+        ["a. b. c", "a. b. _", "a. _. _"]
+    assert degree_variants("#7*(3+5)", k_max=2) == ["#7*(3+5)"]
+
+
+def test_random_order_is_nested_seeded_and_length_preserving():
+    text = "1+1=2,2+2=4,4+4=8,8+8=16#x"
+    a = degree_variants(text, k_max=3, rng=random.Random(5))
+    assert a == degree_variants(text, k_max=3, rng=random.Random(5))
+    assert len(a) == 4 and all(len(v) == len(text) for v in a) and all(v.endswith("#x") for v in a)
+    blanked = [{i for i, u in enumerate(v.split("#")[0].split(",")) if not u.strip()} for v in a]
+    assert [len(b) for b in blanked] == [0, 1, 2, 3]
+    assert blanked[1] < blanked[2] < blanked[3]  # each degree removes one more unit
+
+
+def test_filler_must_be_one_character():
+    with pytest.raises(ValueError, match="filler"):
+        degree_variants(RESPONSE, filler="ab")
+    with pytest.raises(ValueError, match="filler"):
+        SPO(filler="")
+
+
+def test_response_mean_hidden_is_the_mean_over_response_tokens(tiny_lm):
+    """Batched (right-padded, two lengths) equals one sequence at a time, and equals the mean of the
+    last hidden state over the response (+ EOS) positions computed by hand."""
+    model, tok = tiny_lm
+    prompts, responses = ["3 5 7>56:", "1 2>3:"], [RESPONSE, "1+2=3#1+2"]
+    with torch.no_grad():
+        batched = response_mean_hidden(model, tok, prompts, responses, "cpu")
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            one = response_mean_hidden(model, tok, [p], [r], "cpu")
+            assert torch.allclose(batched[i], one[0], atol=1e-5)
+        p_ids = tok(prompts[0])["input_ids"]
+        r_ids = tok(responses[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        hs = model(input_ids=torch.tensor([p_ids + r_ids]), output_hidden_states=True).hidden_states[-1][0]
+        assert torch.allclose(batched[0], hs[len(p_ids):].mean(0), atol=1e-5)
+
+
+def _pairs():
+    return [PreferencePair("3 5 7>56:", RESPONSE, "3+5=8#3+5"), PreferencePair("1 2>3:", "1+2=3#1+2", "#12")]
+
+
+def test_extra_loss_is_weighted_cross_entropy_on_the_head(tiny_lm):
+    """Pair 1: chosen has 2 units (degrees 0, 1, 2), rejected 1 (degrees 0, 1); pair 2: chosen 1 unit
+    (0, 1), rejected none (skipped) → 7 examples. The loss is weight·CE(head(mean hidden), degree)."""
+    model, tok = tiny_lm
+    spo = SPO(weight=0.5, k_max=2, seed=3)
+    spo.bind_policy(model, tok)
+    assert [tuple(p.shape) for p in spo.extra_parameters()] == [(3, 16), (3,)]
+    spo.rng = None  # deterministic unit order (last units first) for the hand-built expectation
+    loss, m = spo.extra_loss(model=model, tokenizer=tok, pairs=_pairs(), device="cpu")
+    assert m["spo/degree_examples"] == 7.0
+    texts = [RESPONSE, "3+5=8,      #7*(3+5)", "     ,      #7*(3+5)", "3+5=8#3+5", "     #3+5",
+             "1+2=3#1+2", "     #1+2"]
+    prompts = ["3 5 7>56:"] * 5 + ["1 2>3:"] * 2
+    logits = spo.head(response_mean_hidden(model, tok, prompts, texts, "cpu"))
+    expected = 0.5 * torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1, 0, 1]))
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert m["spo/degree_loss"] == pytest.approx(expected.item() / 0.5, abs=1e-6)
+    params = list(model.parameters()) + spo.extra_parameters()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads[-2:])  # the head learns
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[:-2])  # and the policy does too
+
+
+def test_a_few_steps_reduce_the_degree_loss(tiny_lm):
+    """The signal is learnable: 40 Adam steps on one batch (a copy of the tiny model) cut the CE."""
+    import copy
+
+    model, tok = tiny_lm
+    model = copy.deepcopy(model).train()
+    spo = SPO(weight=1.0, k_max=2, seed=0)
+    spo.bind_policy(model, tok)
+    opt = torch.optim.Adam(list(model.parameters()) + spo.extra_parameters(), lr=1e-2)
+    losses = []
+    torch.manual_seed(0)
+    for _ in range(40):
+        spo.rng = None
+        loss, _ = spo.extra_loss(model=model, tokenizer=tok, pairs=_pairs(), device="cpu")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_no_content_units_gives_a_zero_loss_attached_to_the_head(tiny_lm):
+    model, tok = tiny_lm
+    spo = SPO()
+    spo.bind_policy(model, tok)
+    loss, m = spo.extra_loss(model=model, tokenizer=tok, pairs=[PreferencePair("1 2>3:", "#1+2", "#12")], device="cpu")
+    assert loss.item() == 0.0 and loss.requires_grad and m == {"spo/degree_examples": 0.0}
+
+
+def test_alignment_part_is_the_base_loss_and_reference_need_follows_it():
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    lp = PairLogps(chosen_B=t([-1.0]), rejected_B=t([-2.0]), ref_chosen_B=t([-3.0]), ref_rejected_B=t([-1.0]),
+                   len_chosen_B=t([1.0]), len_rejected_B=t([1.0]), label_B=t([1.0]), index_B=torch.tensor([0]))
+    from entrolab.preference.losses import DPO
+
+    assert torch.equal(SPO()(lp)[0], DPO(beta=0.1)(lp)[0]) and SPO().requires_reference is True
+    assert torch.equal(SPO(base={"name": "dpo", "beta": 0.5})(lp)[0], DPO(beta=0.5)(lp)[0])
+    assert SPO(base={"name": "cpl", "lam": 0.5}).requires_reference is False
+
+
+def test_bad_base_and_unbound_head_are_clear_errors(tiny_lm):
+    with pytest.raises(ValueError, match="loss.base"):
+        SPO(base={"name": "dpo", "betta": 0.1})
+    with pytest.raises(ValueError, match="itself"):
+        SPO(base={"name": "spo"})
+    with pytest.raises(ValueError, match="'name'"):
+        SPO(base={"beta": 0.1})
+    with pytest.raises(RuntimeError, match="bind_policy"):
+        SPO().extra_parameters()
+
+
+def test_state_round_trip_restores_head_rng_and_base_state(tiny_lm):
+    """Save after one extra_loss call; a fresh SPO loaded *before* bind_policy (the head waits) draws
+    the same next unit order and has the same head; a base power_dl's labels come along."""
+    model, tok = tiny_lm
+    a = SPO(base={"name": "power_dl"}, seed=1)
+    a.bind_policy(model, tok)
+    with torch.no_grad():
+        a.head.weight.add_(1.0)
+        a.extra_loss(model=model, tokenizer=tok, pairs=_pairs(), device="cpu")
+    a.base.labels = {4: 0.75}
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = SPO(base={"name": "power_dl"}, seed=1)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    b.bind_policy(model, tok)
+    assert torch.equal(a.head.weight, b.head.weight) and b.base.labels == {4: 0.75}
+    assert a.rng.random() == b.rng.random()
+
+
+def test_loading_a_head_of_another_size_names_the_shapes(tiny_lm):
+    model, tok = tiny_lm
+    a = SPO(k_max=3)
+    a.bind_policy(model, tok)
+    b = SPO(k_max=2)
+    b.bind_policy(model, tok)
+    with pytest.raises(ValueError, match="k_max or the model's hidden size changed"):
+        b.load_state_dict(a.state_dict())
