@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +14,6 @@ from entrolab.registry import PREFERENCE_LOSSES, ConfigError
 
 import_builtins()
 NAMES = PREFERENCE_LOSSES.names()
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lp(chosen, rejected, ref_chosen, ref_rejected, len_c, len_r, label, *, group=None):
@@ -118,10 +115,3 @@ def test_bad_hyperparameters_are_config_errors_naming_the_key(name, key, value):
     with pytest.raises(ConfigError, match=rf"loss.*{key}"):
         PREFERENCE_LOSSES.build(name, {key: value}, where="loss")
 
-
-def test_every_loss_has_a_method_page_naming_it_in_its_title():
-    """docs/methods/<page>.md whose first line names the entry in backticks (e.g. `cpl_ranked`)."""
-    titles = {p.name: p.read_text(encoding="utf-8").splitlines()[0] for p in (ROOT / "docs/methods").glob("*.md")}
-    for name in NAMES:
-        pages = [p for p, t in titles.items() if re.search(rf"`{name}`", t)]
-        assert pages, f"no docs/methods page has `{name}` in its title"
