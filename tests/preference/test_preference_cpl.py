@@ -125,3 +125,13 @@ def test_ranked_component_rejects_soft_labels_inside_a_group():
 def test_constructors_reject_bad_hyperparameters_naming_the_key(cls, kwargs, key):
     with pytest.raises(ValueError, match=key):
         cls(**kwargs)
+
+
+def test_gradcheck_pair_and_ranked_forms():
+    torch.manual_seed(3)
+    w, l = (-torch.rand(4, dtype=torch.float64) * 30).requires_grad_(True), \
+        (-torch.rand(4, dtype=torch.float64) * 30).requires_grad_(True)
+    label = f64([1.0, 0.2, 0.7, 0.0])
+    assert torch.autograd.gradcheck(lambda a, b: cpl_loss(a, b, label, alpha=0.3, lam=0.6), (w, l))
+    logp, score = (-torch.rand(5, dtype=torch.float64) * 30).requires_grad_(True), f64([0.0, 2.0, 1.0, 1.0, 3.0])
+    assert torch.autograd.gradcheck(lambda a: cpl_ranked_loss(a, score, alpha=0.3, lam=0.6), (logp,))

@@ -163,3 +163,11 @@ def test_load_state_dict_rejects_a_malformed_state():
 def test_constructors_reject_bad_hyperparameters_naming_the_key(cls, kwargs, key):
     with pytest.raises(ValueError, match=key):
         cls(**kwargs)
+
+
+def test_power_loss_gradcheck():
+    torch.manual_seed(0)
+    w, l = (-torch.rand(4, dtype=torch.float64) * 20).requires_grad_(True), \
+        (-torch.rand(4, dtype=torch.float64) * 20).requires_grad_(True)
+    n_w, n_l, label = f64([3.0, 9.0, 1.0, 20.0]), f64([5.0, 2.0, 7.0, 20.0]), f64([1.0, 0.3, 0.9, 0.5])
+    assert torch.autograd.gradcheck(lambda a, b: power_loss(a, b, n_w, n_l, label, beta=2.5, eta=0.1), (w, l))

@@ -116,7 +116,7 @@ def cdpo_loss(h_chosen_B: torch.Tensor, h_rejected_B: torch.Tensor, label_B: tor
     return dpo_loss(h_chosen_B, h_rejected_B, (1.0 - eps) * label_B + eps * (1.0 - label_B), beta=beta)
 
 
-@PREFERENCE_LOSSES.register("cdpo", paper="baseline")
+@PREFERENCE_LOSSES.register("cdpo", paper="A note on DPO with noisy preferences & relationship to IPO (Mitchell 2023)")
 class CDPO:
     """Conservative DPO: DPO with labels smoothed towards ½ by an assumed flip rate ε."""
 
