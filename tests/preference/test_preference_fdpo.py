@@ -134,3 +134,43 @@ def test_component_logs_beta_psi_rewards():
 def test_constructor_rejects_bad_hyperparameters_naming_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         FDPO(**kwargs)
+
+
+def test_component_passes_alpha_and_max_exponent():
+    """α = 0.25 and max_exponent = 2 reach ψ: h_w = −16 gives −αh = 4 > 2, so ψ_w = −e²(1 + 2)/α
+    (tangent), h_l = 0 gives ψ_l = −1/α; β = 0.1."""
+    t = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+    lp = PairLogps(chosen_B=t(-16.0), rejected_B=t(0.0), ref_chosen_B=t(0.0), ref_rejected_B=t(0.0),
+                   len_chosen_B=t(1.0), len_rejected_B=t(1.0), label_B=t(1.0), index_B=torch.tensor([0]))
+    loss_B, _ = FDPO(beta=0.1, divergence="alpha", alpha=0.25, max_exponent=2.0)(lp)
+    z = 0.1 * (-math.exp(2.0) * 3 / 0.25 + 1 / 0.25)
+    assert loss_B.item() == pytest.approx(nls(z), abs=1e-9)
+    direct = fdpo_loss(f64(-16.0), f64(0.0), f64(1.0), beta=0.1, divergence="alpha", alpha=0.25, max_exponent=2.0)
+    assert direct.item() == pytest.approx(nls(z), abs=1e-9)
+    fwd = fdpo_loss(f64(-5.0), f64(0.0), f64(1.0), beta=0.1, divergence="forward_kl", max_exponent=2.0)
+    assert fwd.item() == pytest.approx(nls(0.1 * (-math.exp(2.0) * 4 + 1)), abs=1e-9)
+
+
+def test_function_defaults_match_the_component_defaults():
+    import inspect
+
+    c = {k: p.default for k, p in inspect.signature(FDPO).parameters.items()}
+    for fn in (fdpo_loss, f_divergence_psi, capped_exp):
+        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+
+
+def test_unknown_divergence_in_the_pure_function_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"fdpo: divergence must be one of reverse_kl, forward_kl, js, alpha, "
+                                         r"got 'kl'"):
+        f_divergence_psi(f64(0.0), divergence="kl")
+    with pytest.raises(ValueError, match=r"one of reverse_kl, forward_kl, js, alpha, got 'jsd'"):
+        FDPO(divergence="jsd")
+
+
+def test_max_exponent_range_is_open_at_0_and_closed_at_80():
+    FDPO(max_exponent=80.0)
+    FDPO(max_exponent=0.5)
+    for bad in (0.0, 80.5):
+        with pytest.raises(ValueError, match=r"fdpo: max_exponent must be in \(0, 80\]"):
+            FDPO(max_exponent=bad)

@@ -130,3 +130,47 @@ def test_dpo_gradient_matches_the_closed_form():
 def test_constructors_reject_bad_hyperparameters_naming_the_key(cls, kwargs, key):
     with pytest.raises(ValueError, match=key):
         cls(**kwargs)
+
+
+def test_components_pass_their_hyperparameters_to_the_math():
+    """Non-default β, τ, ε reach the functions (β = 0.3 → z = 0.9 on the hand case)."""
+    lp = lp_of(**HAND)
+    assert DPO(beta=0.3)(lp)[0].item() == pytest.approx(nls(0.9), abs=1e-12)
+    assert CDPO(beta=0.3, eps=0.2)(lp)[0].item() == pytest.approx(0.8 * nls(0.9) + 0.2 * nls(-0.9), abs=1e-12)
+    assert RobustDPO(beta=0.3, eps=0.2)(lp)[0].item() == \
+        pytest.approx((0.8 * nls(0.9) - 0.2 * nls(-0.9)) / 0.6, abs=1e-12)
+    assert IPO(tau=0.25)(lp)[0].item() == pytest.approx((3 - 2) ** 2, abs=1e-12)
+    # ε = 0 is allowed (it is plain DPO) for both baselines.
+    assert CDPO(beta=0.3, eps=0.0)(lp)[0].item() == RobustDPO(beta=0.3, eps=0.0)(lp)[0].item() == \
+        pytest.approx(nls(0.9), abs=1e-12)
+
+
+def test_accuracy_counts_ties_as_wrong():
+    """Pair 0: h_w = 1, h_l = 0 (right, margin 0.1); pair 1: every log-prob −1, a tie (wrong, margin 0).
+    Accuracy ½, margin 0.05."""
+    _, m = DPO()(lp_of([-1.0, -1.0], [-2.0, -1.0], [-2.0, -1.0], [-2.0, -1.0]))
+    assert m["pref/accuracy"] == 0.5 and m["pref/margin"] == pytest.approx(0.05)
+
+
+def test_function_defaults_match_the_component_defaults():
+    """The pure functions' keyword defaults are the registered components' (docs state one value)."""
+    import inspect
+
+    for fn, cls in ((dpo_loss, DPO), (ipo_loss, IPO), (cdpo_loss, CDPO), (robust_dpo_loss, RobustDPO)):
+        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        c = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+
+
+@pytest.mark.parametrize("cls, kwargs, message", [
+    (DPO, {"beta": 0.0}, "dpo: beta must be > 0, got 0.0"),
+    (IPO, {"tau": -1.0}, "ipo: tau must be > 0, got -1.0"),
+    (CDPO, {"beta": -1.0}, "cdpo: beta must be > 0, got -1.0"),
+    (CDPO, {"eps": 0.5}, "cdpo: eps must be in [0, 0.5) (a flip probability below one half), got 0.5"),
+    (CDPO, {"eps": -0.1}, "cdpo: eps must be in [0, 0.5)"),
+    (RobustDPO, {"eps": 0.5}, "robust_dpo: eps must be in [0, 0.5)"),
+    (RobustDPO, {"beta": -1.0}, "robust_dpo: beta must be > 0, got -1.0")])
+def test_error_messages_name_the_loss_and_the_key(cls, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        cls(**kwargs)
+    assert str(err.value).startswith(message)
