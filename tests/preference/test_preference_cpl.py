@@ -135,3 +135,45 @@ def test_gradcheck_pair_and_ranked_forms():
     assert torch.autograd.gradcheck(lambda a, b: cpl_loss(a, b, label, alpha=0.3, lam=0.6), (w, l))
     logp, score = (-torch.rand(5, dtype=torch.float64) * 30).requires_grad_(True), f64([0.0, 2.0, 1.0, 1.0, 3.0])
     assert torch.autograd.gradcheck(lambda a: cpl_ranked_loss(a, score, alpha=0.3, lam=0.6), (logp,))
+
+
+def test_soft_label_second_order_by_hand():
+    """α = 0.1, λ = 0.5, logp_w = −20, logp_l = −30: S_w = −2, S_l = −3, l = 0.25:
+    0.25·(−log σ(−2 + 1.5)) + 0.75·(−log σ(−3 + 1))."""
+    got = cpl_loss(f64([-20.0]), f64([-30.0]), f64([0.25]), alpha=0.1, lam=0.5).item()
+    assert got == pytest.approx(0.25 * nls(-0.5) + 0.75 * nls(-2.0), abs=1e-12)
+
+
+def test_ranked_with_a_single_ordered_pair():
+    """K = 2, scores [0, 1]: one pair, −log σ(S_1 − λ S_0) = −log σ(−1 + 1) = log 2 (α = 0.1, λ = 0.5)."""
+    got = cpl_ranked_loss(f64([-20.0, -10.0]), f64([0.0, 1.0]), alpha=0.1, lam=0.5)
+    assert got.item() == pytest.approx(math.log(2), abs=1e-12)
+
+
+def test_components_pass_alpha_and_lam():
+    """α = 0.2, λ = 0.8 with logp_w = −10, logp_l = −20: S_w = −2, S_l = −4 → −log σ(−2 + 3.2)."""
+    expected = nls(-2 + 0.8 * 4)
+    assert CPL(alpha=0.2, lam=0.8)(lp_of([-10.0], [-20.0]))[0].item() == pytest.approx(expected, abs=1e-12)
+    for group in (None, [0]):
+        got = CPLRanked(alpha=0.2, lam=0.8)(lp_of([-10.0], [-20.0], group=group))[0].item()
+        assert got == pytest.approx(expected, abs=1e-12)
+    CPL(lam=1.0)  # λ = 1 (plain CPL) is allowed
+
+
+def test_function_defaults_match_the_component_defaults():
+    import inspect
+
+    for fn, cls in ((cpl_loss, CPL), (cpl_ranked_loss, CPLRanked)):
+        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        c = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+
+
+@pytest.mark.parametrize("name, cls", [("cpl", CPL), ("cpl_ranked", CPLRanked)])
+def test_error_messages_name_the_loss(name, cls):
+    with pytest.raises(ValueError) as err:
+        cls(lam=1.5)
+    assert str(err.value) == f"{name}: lam must be in (0, 1] (1 = plain CPL, < 1 conservative), got 1.5"
+    with pytest.raises(ValueError) as err:
+        cls(alpha=-1.0)
+    assert str(err.value) == f"{name}: alpha must be > 0, got -1.0"
