@@ -171,3 +171,51 @@ def test_power_loss_gradcheck():
         (-torch.rand(4, dtype=torch.float64) * 20).requires_grad_(True)
     n_w, n_l, label = f64([3.0, 9.0, 1.0, 20.0]), f64([5.0, 2.0, 7.0, 20.0]), f64([1.0, 0.3, 0.9, 0.5])
     assert torch.autograd.gradcheck(lambda a, b: power_loss(a, b, n_w, n_l, label, beta=2.5, eta=0.1), (w, l))
+
+
+def test_components_pass_beta_and_eta():
+    """β = 0.5, η = 0.2 on the hand case: Δ = 0.5(2) + 0.5(−0.25) = 0.875; SFT term −0.2·0.5·(−1) = 0.1.
+    Both POWER and POWER-DL (first step, data label), and the pure function at those values."""
+    expected = nls(0.875) + 0.1
+    for cls in (POWER, POWERDL):
+        got = cls(beta=0.5, eta=0.2)(lp_of([-4.0], [-6.0], [4.0], [2.0]))[0].item()
+        assert got == pytest.approx(expected, abs=1e-12), cls.__name__
+    direct = power_loss(f64([-4.0]), f64([-6.0]), f64([4.0]), f64([2.0]), f64([1.0]), beta=0.5, eta=0.2)
+    assert direct.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_dynamic_label_moves_with_the_components_beta():
+    """γ = 1: the new label is σ(Δ) itself, with Δ = 0.875 at β = 0.5."""
+    dl = POWERDL(beta=0.5, gamma=1.0)
+    dl(lp_of([-4.0], [-6.0], [4.0], [2.0], index=[2]))
+    assert dl.labels[2] == pytest.approx(sig(0.875), abs=1e-12)
+    assert dl.state_dict()["index"].dtype == torch.long
+
+
+def test_function_defaults_match_the_component_defaults():
+    import inspect
+
+    c = {k: p.default for k, p in inspect.signature(POWERDL).parameters.items()}
+    assert {k: p.default for k, p in inspect.signature(POWER).parameters.items()}.items() <= c.items()
+    for fn in (power_margin, power_loss, dynamic_label_update):
+        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+
+
+@pytest.mark.parametrize("cls, kwargs, message", [
+    (POWER, {"beta": 0.0}, "power: beta must be > 0, got 0.0"),
+    (POWER, {"eta": -1.0}, "power: eta must be >= 0 (0 drops the SFT term), got -1.0"),
+    (POWERDL, {"beta": -2.0}, "power_dl: beta must be > 0, got -2.0"),
+    (POWERDL, {"gamma": 1.5}, "power_dl: gamma must be in [0, 1] (0 = POWER), got 1.5")])
+def test_error_messages_name_the_loss_and_the_key(cls, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        cls(**kwargs)
+    assert str(err.value) == message
+    POWER(beta=0.5)  # small β is valid
+
+
+def test_load_state_dict_names_what_it_got():
+    with pytest.raises(ValueError) as err:
+        POWERDL().load_state_dict({"index": torch.tensor([1, 2])})
+    assert str(err.value) == ("power_dl: state must hold 1-D 'index' and 'label' tensors of equal length, "
+                              "got {'index': (2,)}")
