@@ -161,12 +161,11 @@ def test_components_pass_alpha_and_lam():
 
 
 def test_function_defaults_match_the_component_defaults():
-    import inspect
-
-    for fn, cls in ((cpl_loss, CPL), (cpl_ranked_loss, CPLRanked)):
-        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
-        c = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
-        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+    lp = lp_of([-10.0, -3.0], [-20.0, -9.0], label=[1.0, 0.6])
+    assert torch.equal(cpl_loss(lp.chosen_B, lp.rejected_B, lp.label_B), CPL()(lp)[0])
+    grouped = lp_of([-10.0, -3.0], [-20.0, -9.0], group=[0, 0])
+    assert cpl_ranked_loss(f64([-10.0, -3.0, -20.0, -9.0]), f64([1.0, 1.0, 0.0, 0.0])).item() == \
+        pytest.approx(CPLRanked()(grouped)[0].mean().item(), abs=1e-12)
 
 
 @pytest.mark.parametrize("name, cls", [("cpl", CPL), ("cpl_ranked", CPLRanked)])

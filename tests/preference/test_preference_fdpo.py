@@ -152,12 +152,16 @@ def test_component_passes_alpha_and_max_exponent():
 
 
 def test_function_defaults_match_the_component_defaults():
-    import inspect
-
-    c = {k: p.default for k, p in inspect.signature(FDPO).parameters.items()}
-    for fn in (fdpo_loss, f_divergence_psi, capped_exp):
-        f = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY}
-        assert f and all(c[k] == v for k, v in f.items()), (fn.__name__, f, c)
+    """Without hyperparameters the functions compute what FDPO() computes (reverse KL, β = 0.1), and
+    the α / cap defaults are the component's (α = 0.5, cap 20: h = −60 is past the cap for α)."""
+    h_w, h_l, label = f64(-60.0, 2.0), f64(1.0, -3.0), f64(1.0, 0.4)
+    lp = PairLogps(chosen_B=h_w, rejected_B=h_l, ref_chosen_B=None, ref_rejected_B=None, len_chosen_B=f64(1.0, 1.0),
+                   len_rejected_B=f64(1.0, 1.0), label_B=label, index_B=torch.tensor([0, 1]))
+    assert torch.equal(fdpo_loss(h_w, h_l, label), FDPO()(lp)[0])
+    assert torch.equal(fdpo_loss(h_w, h_l, label, divergence="alpha"), FDPO(divergence="alpha")(lp)[0])
+    assert torch.equal(f_divergence_psi(h_w, divergence="alpha"), -capped_exp(0.5 * -h_w, max_exponent=20.0) / 0.5)
+    assert torch.equal(capped_exp(f64(25.0)), capped_exp(f64(25.0), max_exponent=20.0))
+    assert torch.equal(f_divergence_psi(h_w), h_w)
 
 
 def test_unknown_divergence_in_the_pure_function_lists_the_valid_ones():
