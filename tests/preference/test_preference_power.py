@@ -190,6 +190,7 @@ def test_dynamic_label_moves_with_the_components_beta():
     dl(lp_of([-4.0], [-6.0], [4.0], [2.0], index=[2]))
     assert dl.labels[2] == pytest.approx(sig(0.875), abs=1e-12)
     assert dl.state_dict()["index"].dtype == torch.long
+    assert POWERDL().state_dict()["index"].dtype == torch.long  # also before any update (torch.tensor([]) is float)
 
 
 def test_function_defaults_match_the_component_defaults():
