@@ -170,3 +170,87 @@ def test_loading_a_head_of_another_size_names_the_shapes(tiny_lm):
     b.bind_policy(model, tok)
     with pytest.raises(ValueError, match="k_max or the model's hidden size changed"):
         b.load_state_dict(a.state_dict())
+
+
+def test_extra_loss_uses_the_components_settings_and_seeded_rng(tiny_lm):
+    """k_max = 1, unit_sep ';', marker '|', filler '_', seed 7: the variants are exactly those
+    degree_variants draws with random.Random(7) in the order chosen, rejected of each pair; a
+    response without units (first here) is skipped without ending the pair's loop."""
+    model, tok = tiny_lm
+    pairs = [PreferencePair("1 2>3:", "|12", "1+2=3;3*1=3|x"), PreferencePair("3 5>8:", "3+5=8|y", "|z")]
+    spo = SPO(weight=1.0, k_max=1, unit_sep=";", marker="|", filler="_", seed=7)
+    spo.bind_policy(model, tok)
+    loss, m = spo.extra_loss(model=model, tokenizer=tok, pairs=pairs, device="cpu")
+    rng, prompts, texts, degrees = random.Random(7), [], [], []
+    for p in pairs:
+        for r in (p.chosen, p.rejected):
+            v = degree_variants(r, k_max=1, unit_sep=";", marker="|", filler="_", rng=rng)
+            if len(v) > 1:
+                prompts += [p.prompt] * len(v)
+                texts += v
+                degrees += range(len(v))
+    assert m["spo/degree_examples"] == len(texts) == 4 and "_" in texts[1] and texts[3] == "_____|y"
+    with torch.no_grad():
+        logits = spo.head(response_mean_hidden(model, tok, prompts, texts, "cpu"))
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(degrees))
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    acc = (logits.argmax(-1) == torch.tensor(degrees)).float().mean().item()
+    assert m["spo/degree_acc"] == pytest.approx(acc)
+
+
+def test_random_order_is_not_always_last_first():
+    """Seed 1 removes a unit other than the last at degree 1 (the RNG is actually used)."""
+    text = "1+1=2,2+2=4,4+4=8#x"
+    drawn = {degree_variants(text, k_max=1, rng=random.Random(s))[1] for s in range(6)}
+    assert len(drawn) > 1 and degree_variants(text, k_max=1)[1] == "1+1=2,2+2=4,     #x"
+
+
+def test_head_init_is_seeded_and_uniform_in_the_fan_in_bound(tiny_lm):
+    """Linear's default range ±1/√hidden = ±0.25 (hidden 16), drawn from the seed: two binds with one
+    seed agree, another seed differs; the bias starts at 0."""
+    model, tok = tiny_lm
+    heads = []
+    for seed in (3, 3, 4):
+        s = SPO(seed=seed)
+        s.bind_policy(model, tok)
+        heads.append(s.head)
+    w = heads[0].weight
+    assert torch.equal(w, heads[1].weight) and not torch.equal(w, heads[2].weight)
+    assert w.abs().max() <= 0.25 and w.min() < 0 < w.max() and w.std() > 0.05
+    assert torch.equal(heads[0].bias, torch.zeros(3))
+    assert SPO(seed=5).rng.random() == random.Random(5).random()
+
+
+def test_hyperparameter_ranges_and_messages():
+    SPO(weight=0.0)
+    SPO(k_max=1)
+    SPO(k_max=16)
+    for kwargs, message in (({"k_max": 17}, "spo: k_max must be in [1, 16] (units removed at most), got 17"),
+                            ({"k_max": 0}, "spo: k_max must be in [1, 16] (units removed at most), got 0"),
+                            ({"unit_sep": ""}, "spo: unit_sep must be a non-empty string"),
+                            ({"weight": -0.5}, "spo: weight must be >= 0, got -0.5"),
+                            ({"base": {"name": "spo"}}, "spo: base cannot be 'spo' itself")):
+        with pytest.raises(ValueError) as err:
+            SPO(**kwargs)
+        assert str(err.value) == message
+    with pytest.raises(ValueError, match=r"'loss\.base\.betta'"):
+        SPO(base={"name": "dpo", "betta": 0.1})
+
+
+def test_unbound_errors_say_what_to_call(tiny_lm):
+    model, tok = tiny_lm
+    with pytest.raises(RuntimeError) as err:
+        SPO().extra_parameters()
+    assert str(err.value) == ("spo: call bind_policy(model, tokenizer) before extra_parameters(): the degree "
+                              "classifier's input size is the policy's hidden size")
+    with pytest.raises(RuntimeError) as err:
+        SPO().extra_loss(model=model, tokenizer=tok, pairs=_pairs(), device="cpu")
+    assert str(err.value) == "spo: call bind_policy(model, tokenizer) before extra_loss()"
+
+
+def test_a_state_without_base_entry_loads():
+    """A checkpoint written with a stateless base (no 'base' key) loads into a stateful one."""
+    s = SPO(base={"name": "power_dl"})
+    s.base.labels = {1: 0.5}
+    s.load_state_dict({"rng": random.Random(2).getstate()})
+    assert s.base.labels == {1: 0.5} and s.rng.random() == random.Random(2).random()
