@@ -173,15 +173,19 @@ def test_loading_a_head_of_another_size_names_the_shapes(tiny_lm):
 
 
 def test_extra_loss_uses_the_components_settings_and_seeded_rng(tiny_lm):
-    """k_max = 1, unit_sep ';', marker '|', filler '_', seed 7: the variants are exactly those
-    degree_variants draws with random.Random(7) in the order chosen, rejected of each pair; a
-    response without units (first here) is skipped without ending the pair's loop."""
+    """k_max = 1, unit_sep ';', marker '|', filler '_', seed 1: the variants are exactly those
+    degree_variants draws with random.Random(1) in the order chosen, rejected of each pair (seed 1
+    blanks the *first* step, unlike the unseeded last-first order); a response without units (first
+    here) is skipped without ending the pair's loop. With the head's bias at (5, 0) every variant is
+    classified 0, so the accuracy is the share of degree-0 variants, ½."""
     model, tok = tiny_lm
     pairs = [PreferencePair("1 2>3:", "|12", "1+2=3;3*1=3|x"), PreferencePair("3 5>8:", "3+5=8|y", "|z")]
-    spo = SPO(weight=1.0, k_max=1, unit_sep=";", marker="|", filler="_", seed=7)
+    spo = SPO(weight=1.0, k_max=1, unit_sep=";", marker="|", filler="_", seed=1)
     spo.bind_policy(model, tok)
+    with torch.no_grad():
+        spo.head.bias.copy_(torch.tensor([5.0, 0.0]))
     loss, m = spo.extra_loss(model=model, tokenizer=tok, pairs=pairs, device="cpu")
-    rng, prompts, texts, degrees = random.Random(7), [], [], []
+    rng, prompts, texts, degrees = random.Random(1), [], [], []
     for p in pairs:
         for r in (p.chosen, p.rejected):
             v = degree_variants(r, k_max=1, unit_sep=";", marker="|", filler="_", rng=rng)
@@ -189,13 +193,13 @@ def test_extra_loss_uses_the_components_settings_and_seeded_rng(tiny_lm):
                 prompts += [p.prompt] * len(v)
                 texts += v
                 degrees += range(len(v))
-    assert m["spo/degree_examples"] == len(texts) == 4 and "_" in texts[1] and texts[3] == "_____|y"
+    assert m["spo/degree_examples"] == len(texts) == 4
+    assert texts[1] == "_____;3*1=3|x" and texts[3] == "_____|y"
     with torch.no_grad():
         logits = spo.head(response_mean_hidden(model, tok, prompts, texts, "cpu"))
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor(degrees))
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-    acc = (logits.argmax(-1) == torch.tensor(degrees)).float().mean().item()
-    assert m["spo/degree_acc"] == pytest.approx(acc)
+    assert (logits.argmax(-1) == 0).all() and m["spo/degree_acc"] == 0.5
 
 
 def test_random_order_is_not_always_last_first():
