@@ -199,7 +199,7 @@ def test_function_defaults_match_the_component_defaults():
     args = (lp.chosen_B, lp.rejected_B, lp.len_chosen_B, lp.len_rejected_B)
     assert torch.equal(power_loss(*args, lp.label_B), POWER()(lp)[0])
     dl = POWERDL()
-    dl(lp)
+    assert torch.equal(dl(lp)[0], POWER()(lp)[0])  # first use: the data labels, same β and η defaults
     new = dynamic_label_update(lp.label_B, power_margin(*args))
     assert [dl.labels[0], dl.labels[1]] == pytest.approx(new.tolist(), abs=1e-12)
 
