@@ -18,6 +18,8 @@ RESPONSE = "3+5=8,7*8=56#7*(3+5)"
 def test_variants_blank_the_last_units_and_keep_length_and_answer():
     assert degree_variants(RESPONSE, k_max=2) == [RESPONSE, "3+5=8,      #7*(3+5)", "     ,      #7*(3+5)"]
     assert degree_variants(RESPONSE, k_max=1) == [RESPONSE, "3+5=8,      #7*(3+5)"]
+    assert degree_variants("1+1=2,2+2=4,4+4=8#x") == \
+        ["1+1=2,2+2=4,4+4=8#x", "1+1=2,2+2=4,     #x", "1+1=2,     ,     #x"]  # default k_max = 2
 
 
 def test_variants_cap_at_the_number_of_content_units():
@@ -85,6 +87,10 @@ def test_extra_loss_is_weighted_cross_entropy_on_the_head(tiny_lm):
     expected = 0.5 * torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1, 0, 1]))
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     assert m["spo/degree_loss"] == pytest.approx(expected.item() / 0.5, abs=1e-6)
+    with torch.no_grad():  # every variant classified 0: accuracy = share of degree 0 = 3/7
+        spo.head.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
+    assert spo.extra_loss(model=model, tokenizer=tok, pairs=_pairs(), device="cpu")[1]["spo/degree_acc"] == \
+        pytest.approx(3 / 7)
     params = list(model.parameters()) + spo.extra_parameters()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     assert all(g is not None and torch.isfinite(g).all() for g in grads[-2:])  # the head learns
