@@ -232,6 +232,8 @@ def test_head_init_is_seeded_and_uniform_in_the_fan_in_bound(tiny_lm):
 
 
 def test_hyperparameter_ranges_and_messages():
+    d = SPO()  # the defaults docs/methods/spo.md states
+    assert (d.weight, d.k_max, d.unit_sep, d.marker, d.filler) == (0.1, 2, ",", "#", " ")
     SPO(weight=0.0)
     SPO(k_max=1)
     SPO(k_max=16)
