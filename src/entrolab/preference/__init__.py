@@ -3,4 +3,4 @@
 Importing this package registers the built-in preference losses (``PREFERENCE_LOSSES``).
 """
 
-from entrolab.preference import losses  # noqa: F401  (registers the losses)
+from entrolab.preference import cpl, fdpo, losses, power, spo  # noqa: F401  (registers the losses)

@@ -18,6 +18,9 @@ arguments are its hyperparameters, and which is called as ``loss(lp) -> (loss_B,
   added to the batch mean (SPO's preference-degree loss), computed with the policy model.
 * ``extra_parameters() -> list[torch.nn.Parameter]``: trained together with the policy (a head
   that ``extra_loss`` uses); saved in checkpoints through ``state_dict``.
+* ``bind_policy(model, tokenizer)``: called once after the policy is loaded and before
+  ``extra_parameters()`` / ``load_state_dict`` (as the RL trainer's hook of the same name), for a
+  loss whose extra parameters are sized by the model (SPO's head takes the hidden size).
 """
 
 from __future__ import annotations
