@@ -17,10 +17,10 @@ def test_list_prints_every_stage_with_papers(capsys):
 
 
 def test_list_keeps_bracketed_math_in_summaries(capsys):
-    """Summaries such as DPO's −log σ(β[h(y_w) − h(y_l)]) are text, not rich markup to strip."""
+    """Summaries such as f-DPO's −log σ(β[ψ(h_w) − ψ(h_l)]) are text, not rich markup to strip."""
     assert main(["list", "preference_losses"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "[h(y_w)" in out
+    assert "[ψ(h_w)" in out
 
 
 def test_list_unknown_stage(capsys):
