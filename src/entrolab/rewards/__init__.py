@@ -2,7 +2,7 @@
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
 diversity, ensemble, reward_model, likelihood,
-barfi, closeness. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, par and the
+barfi, closeness. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
 
@@ -12,6 +12,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     basic,
     closeness,
     compose,
+    ctrl_u,
     diversity,
     ensemble,
     kl_reward,
