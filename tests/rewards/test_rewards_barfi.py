@@ -84,6 +84,7 @@ def test_barfi_projection_hand_values():
     assert project_weights(torch.tensor([0.5, 0.5, 0.5])).tolist() == pytest.approx([1 / 3] * 3)
     assert project_weights(torch.tensor([1.0, -1.0, 0.4]), floor=0.2).tolist() == pytest.approx([0.8, 0.0, 0.2])
     assert project_weights(torch.tensor([0.0, 1.0, 1.0]), floor=0.5).tolist() == pytest.approx([0.5, 0.25, 0.25])
+    assert project_weights(torch.tensor([0.2, 0.5, 0.3]), floor=1.0).tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="floor"):
         project_weights(torch.tensor([1.0]), floor=1.5)
 

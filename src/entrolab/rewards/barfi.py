@@ -90,6 +90,8 @@ def project_weights(phi_K: torch.Tensor, *, floor: float = 0.0) -> torch.Tensor:
     lower[0] = floor
     v = phi_K.double() - lower
     total = 1.0 - floor
+    if total <= 0:  # floor 1: everything on the primary reward
+        return lower
     u = torch.sort(v, descending=True).values
     css = torch.cumsum(u, 0) - total
     k = torch.arange(1, v.numel() + 1, dtype=torch.float64)
