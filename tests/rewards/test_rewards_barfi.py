@@ -143,12 +143,61 @@ def test_barfi_fixed_blend_and_state_round_trip(make_batch):
     assert torch.equal(c.phi_K, a.phi_K) and torch.equal(c(b, None)[0], a(b, None)[0])
 
 
+def tripled(batch, task):
+    """3 × verifier: more aligned with the primary reward than the primary itself (Cov = 3 Var)."""
+    return torch.tensor([3.0 * float(v.reward) for v in batch.verdicts]), {}
+
+
+def test_barfi_floor_binds_inside_the_term(make_batch):
+    """g = [.5, 1.5] (Var .5 per group; tripled: 3·.5). φ + 1·g = [1, 2] → simplex projection
+    [0, 1], below the floor .3 ⇒ [.3, .7]."""
+    b = make_batch([1.0, 0.0, 0.0, 1.0], [0, 0, 1, 1])
+    term = REWARDS.build("barfi", {"auxiliary": [tripled], "lr": 1.0, "floor": 0.3, "init": [0.5, 0.5]})
+    term(b, None)
+    assert term.phi_K.tolist() == pytest.approx([0.3, 0.7])
+
+
+class Needy:
+    """A member that needs the task (checks it is passed through)."""
+
+    def __call__(self, batch, task):
+        return torch.full((batch.batch_size,), float(task.bonus)), {"reward/bonus": float(task.bonus)}
+
+
+def test_barfi_members_get_the_task_labels_and_namespaced_metrics(make_batch):
+    class Task:
+        bonus = 0.5
+
+    b = make_batch([1.0, 0.0, 0.0, 1.0], [0, 0, 1, 1])
+    term = REWARDS.build("barfi", {"auxiliary": [{"name": "test_rewards_barfi:Needy", "label": "needy"},
+                                                 {"name": "near_miss", "label": "nm"}], "learn": False})
+    _, m = term(b, Task())
+    assert term.labels == ["verifier", "needy", "nm"]
+    assert m["barfi/needy/bonus"] == 0.5 and m["barfi/needy"] == 0.5
+    assert m["barfi/nm/near_miss_frac"] == 0.5  # the member's reward/near_miss_frac, under its label
+
+
+def test_barfi_stateful_member_is_checkpointed(make_batch):
+    b = make_batch([1.0, 0.0, 0.0, 1.0] * 4, [0, 0, 1, 1] * 4)
+    spec = {"auxiliary": [{"name": "spurious", "seed": 3}], "learn": False}
+    a = REWARDS.build("barfi", spec)
+    state = a.state_dict()
+    first = a(b, None)[0]
+    assert not torch.equal(a(b, None)[0], first)  # the member's generator moved on
+    a.load_state_dict(state)
+    assert torch.equal(a(b, None)[0], first)
+    with pytest.raises(ValueError, match="2 rewards"):
+        a.load_state_dict({"phi": [1.0], "members": [None]})
+
+
 @pytest.mark.parametrize("params, match", [
     ({"auxiliary": []}, "at least one auxiliary"),
     ({"auxiliary": ["verifier"]}, "unique"),
     ({"auxiliary": [anti], "init": [0.1, 0.9]}, "init"),
     ({"auxiliary": [anti], "floor": 2.0}, "floor"),
     ({"auxiliary": [{"name": "verifer"}]}, "verifier"),
+    ({"auxiliary": [anti], "lr": -1.0}, "lr"),
+    ({"auxiliary": [3]}, "auxiliary.0 must be a reward block"),
 ])
 def test_barfi_bad_config_is_named(params, match):
     with pytest.raises(Exception, match=match):
