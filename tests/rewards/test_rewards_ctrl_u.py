@@ -23,7 +23,7 @@ def test_ctrl_u_disagreement_is_the_mean_pairwise_gaussian_kl():
     assert torch.allclose(member_disagreement(s), torch.stack(pairs).mean(0))
     two = torch.tensor([[1.0], [3.0]])
     assert member_disagreement(two).tolist() == [2.0]  # (1 − 3)²/2
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="at least 2 members, got 1"):
         member_disagreement(torch.zeros(1, 3))
 
 
@@ -58,6 +58,21 @@ def test_ctrl_u_reads_the_ensemble_uncertainty_in_the_reward_stage(make_batch):
     assert b.extras[UNCERTAINTY_KEY].tolist() == pytest.approx([0.0, 0.0, 0.5, 0.0])
     assert r.tolist() == pytest.approx([1.0, 0.0, 0.75 - 0.25 / math.e, 0.75 + 0.25])
     assert m["ctrl_u/weight_min"] == pytest.approx(math.exp(-1.0)) and m["ctrl_u/uncertainty"] == pytest.approx(0.125)
+    assert m["ctrl_u/weight"] == pytest.approx((3 + math.exp(-1.0)) / 4)
+
+
+def test_ctrl_u_shaper_passes_center_and_handles_singletons_and_empty_batches(make_batch):
+    """A group of one is its own mean: unchanged whatever U. center none: r·e^{−U}. u_scale 0 is
+    allowed (identity). An empty batch gives an empty reward and zero metrics."""
+    b = make_batch([2.0, 4.0, 0.0], [0, 1, 1])
+    b.extras[UNCERTAINTY_KEY] = torch.tensor([math.log(2), math.log(2), 0.0])
+    assert SHAPERS.build("ctrl_u")(b.rewards_B, b, None)[0].tolist() == pytest.approx([2.0, 3.0, 0.0])
+    assert SHAPERS.build("ctrl_u", {"center": "none"})(b.rewards_B, b, None)[0].tolist() == pytest.approx([1.0, 2.0, 0.0])
+    assert SHAPERS.build("ctrl_u", {"u_scale": 0.0})(b.rewards_B, b, None)[0].tolist() == [2.0, 4.0, 0.0]
+    e = make_batch([], [])
+    e.extras[UNCERTAINTY_KEY] = torch.zeros(0)
+    out, m = SHAPERS.build("ctrl_u")(e.rewards_B, e, None)
+    assert out.shape == (0,) and m == {"ctrl_u/uncertainty": 0.0, "ctrl_u/weight": 0.0, "ctrl_u/weight_min": 0.0}
 
 
 def test_ctrl_u_without_an_ensemble_is_an_error_not_a_no_op(make_batch):
