@@ -190,10 +190,25 @@ def test_barfi_stateful_member_is_checkpointed(make_batch):
         a.load_state_dict({"phi": [1.0], "members": [None]})
 
 
+@pytest.mark.parametrize("params, phi", [
+    ({"lr": 0.0}, [0.5, 0.5]),                                 # lr 0: φ frozen, allowed
+    ({"floor": 0.0, "init": [0.0, 1.0]}, [0.0, 1.0]),          # floor 0, a zero weight: allowed
+    ({"floor": 0.5, "init": [0.5, 0.5], "lr": 0.0}, [0.5, 0.5]),  # init[0] == floor: allowed
+    ({"floor": 1.0, "init": [1.0, 0.0]}, [1.0, 0.0]),          # floor 1: primary only
+])
+def test_barfi_accepts_the_boundaries(params, phi):
+    term = REWARDS.build("barfi", {"auxiliary": [anti], **params})
+    assert term.phi_K.dtype == torch.float64 and term.phi_K.tolist() == phi
+
+
 @pytest.mark.parametrize("params, match", [
     ({"auxiliary": []}, "at least one auxiliary"),
     ({"auxiliary": ["verifier"]}, "unique"),
     ({"auxiliary": [anti], "init": [0.1, 0.9]}, "init"),
+    ({"auxiliary": [anti], "init": [0.5, 0.49]}, "init"),
+    ({"auxiliary": [anti], "init": [1.0]}, "init"),
+    ({"auxiliary": [anti], "init": [1.2, -0.2]}, "init"),
+    ({"primary": 3, "auxiliary": [anti]}, "barfi primary must be a reward block"),
     ({"auxiliary": [anti], "floor": 2.0}, "floor"),
     ({"auxiliary": [{"name": "verifer"}]}, "verifier"),
     ({"auxiliary": [anti], "lr": -1.0}, "lr"),
