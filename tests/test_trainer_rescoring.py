@@ -24,7 +24,8 @@ from test_trainer import recipe, weights
 registries()  # register every built-in component
 
 #: Hyperparameters for entries that cannot be built bare, and variants whose ``requires`` depends on one.
-PARAMS = {("rewards", "ensemble"): {"members": ["verifier", {"name": "spurious", "seed": 1}], "mode": "uwo"}}
+PARAMS = {("rewards", "ensemble"): {"members": ["verifier", {"name": "spurious", "seed": 1}], "mode": "uwo"},
+          ("rewards", "barfi"): {"auxiliary": ["format"]}}
 VARIANTS = [("advantages", "canon", {"metric": "length"}), ("advantages", "reinforce_pp", {"kl_coef": 0.1}),
             ("shapers", "ares_hwe", {"dynamic_kl": True}),
             ("rewards", "ensemble", {"members": ["verifier", "likelihood"], "mode": "mean"})]
@@ -53,6 +54,9 @@ def _batch(make_batch, stats: str):
     for tau in (0.8, 1.2):  # what dcpo's scoring_temperatures hook makes the trainer compute
         b.extras[logp_at_temperature_key(tau)] = -torch.rand(6, T, generator=gen)
     b.extras["answer_marker"] = "#"
+    b.extras["reward_uncertainty_B"] = torch.rand(6, generator=torch.Generator().manual_seed(9))  # for ctrl_u
+    for p in b.prompts:  # the closeness reward reads a Countdown target
+        p.meta["target"] = 3
     b.ref_logp_BT = -torch.rand(6, T, generator=gen) - 0.5
     b.adv_BT = torch.randn(6, T, generator=gen) * b.mask_BT
     if stats == "nan":

@@ -1,14 +1,18 @@
 """Reward terms, reward shapers and their composition. Importing the package registers them all.
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
-diversity, ensemble, reward_model, likelihood. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, par and the
+diversity, ensemble, reward_model, likelihood,
+barfi, closeness. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
 
 from entrolab.rewards import (  # noqa: F401  (registration side effects)
     ares,
+    barfi,
     basic,
+    closeness,
     compose,
+    ctrl_u,
     diversity,
     ensemble,
     kl_reward,

@@ -8,6 +8,7 @@ import torch
 
 from entrolab.registry import REWARDS
 from entrolab.rewards.compose import call_term
+from entrolab.rewards.ctrl_u import UNCERTAINTY_KEY, member_disagreement
 from entrolab.rewards.par import RunningStats
 from entrolab.types import Metrics, RolloutBatch, Task
 
@@ -45,7 +46,8 @@ class EnsembleReward:
     member has scored (current batch included; checkpointed), ``"batch"`` over the current batch,
     ``"none"`` not at all. Logs ``ensemble/member<k>`` (raw mean), the members' own metrics as
     ``ensemble/member<k>/<name>``, and ``ensemble/disagreement`` (mean over samples of the members'
-    std after normalisation).
+    std after normalisation). With K ≥ 2 members it also stores each sample's unbiased variance across
+    the normalised members in ``batch.extras["reward_uncertainty_B"]`` (read by the ``ctrl_u`` shaper).
     """
 
     def __init__(self, *, members: Sequence[Any] = (), mode: str = "mean", lam: float = 0.1,
@@ -85,6 +87,8 @@ class EnsembleReward:
         out = ensemble_aggregate(scores_KB, mode=self.mode, lam=self.lam)
         metrics["ensemble/disagreement"] = (float(scores_KB.std(0, unbiased=False).mean())
                                             if batch.batch_size else 0.0)
+        if len(rows) >= 2:  # per-sample uncertainty for the ctrl_u shaper (mean pairwise Gaussian KL)
+            batch.extras[UNCERTAINTY_KEY] = member_disagreement(scores_KB)
         return out, metrics
 
     @property
