@@ -107,6 +107,18 @@ def test_sequence_logps_is_the_sum_over_response_tokens(tiny_model_dir):
     assert enc[0][1][-1] == tok.eos_token_id  # responses end with EOS, as sampled completions that stopped
 
 
+def test_data_flip_frac_swaps_that_share_of_pairs_with_the_recipe_seed(tmp_path, tiny_model_dir, pairs_file):
+    """data.flip_frac = 0.5 of 6 pairs: exactly 3 reversed, the same 3 as flip_labels(seed) picks."""
+    from entrolab.preference.data import flip_labels, load_preferences
+
+    tr = PreferenceTrainer(recipe(tmp_path, tiny_model_dir, pairs_file, "data.flip_frac=0.5", "seed=3"), progress=False)
+    given = load_preferences(pairs_file)
+    flipped = [i for i, (a, b) in enumerate(zip(given, tr.pairs)) if a.chosen != b.chosen]
+    assert len(flipped) == 3
+    assert all(tr.pairs[i].chosen == given[i].rejected and tr.pairs[i].rejected == given[i].chosen for i in flipped)
+    assert [p.chosen for p in tr.pairs] == [p.chosen for p in flip_labels(given, frac=0.5, seed=3)]
+
+
 @pytest.mark.parametrize("reference", ["precomputed", "on_the_fly"])
 def test_item1_first_step_is_dpo_at_policy_equal_reference(tmp_path, tiny_model_dir, pairs_file, reference):
     """π_ref = the starting model, so at step 1 h_w = h_l = 0: every pair's DPO loss is log 2 exactly, the

@@ -45,6 +45,9 @@ class DataCfg(_Strict):
 
     path: str | None = None
     build: BuildCfg | None = None
+    # Label noise for robustness studies (POWER-DL, robust DPO): swap chosen/rejected of this share of
+    # the pairs, drawn with the recipe's seed (``preference.data.flip_labels``); 0 = the data as given.
+    flip_frac: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -29,7 +29,7 @@ from entrolab.jsonl_log import rewrite_log
 from entrolab.policy_update import MetricMean, NonFiniteError, all_finite
 from entrolab.preference.api import PairLogps
 from entrolab.preference.config import PrefRecipe, build_loss, starting_model_path
-from entrolab.preference.data import PreferencePair, load_preferences, write_preferences
+from entrolab.preference.data import PreferencePair, flip_labels, load_preferences, write_preferences
 from entrolab.preference.logps import encode_pairs, sequence_logps
 from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, resume_point, warn, write_atomic
 from entrolab.schedule import lr_factor
@@ -171,7 +171,10 @@ class PreferenceTrainer:
                 raise ValueError(f"data.build: no pair from {len(prompts)} prompts × {b.k} samples had a score gap "
                                  f"above {b.margin} ({b.judge}); raise data.build.k or num_prompts")
             write_preferences(pairs, self.data_file)
-        return load_preferences(self.data_file)
+        pairs = load_preferences(self.data_file)
+        if self.recipe.data.flip_frac > 0:  # deterministic given the seed, so a resume sees the same flips
+            pairs = flip_labels(pairs, frac=self.recipe.data.flip_frac, seed=self.recipe.seed)
+        return pairs
 
     def _setup_reference(self) -> None:
         """π_ref = the starting model: a second frozen copy, or (LoRA) the policy with adapters disabled;
