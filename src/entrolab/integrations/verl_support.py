@@ -42,11 +42,14 @@ SUPPORT: dict[str, dict[str, str]] = {
         "diversity": f"no: {_ONE_SAMPLE}", "ensemble": f"no: {_POLICY}", "length": f"no: {_TOKENS}",
         "overlong": f"no: {_TOKENS}", "likelihood": f"no: {_POLICY}", "reward_model": f"no: {_POLICY}",
         "perturbed": "no: needs entrolab's stable prompt ids, which verl's compute_score does not get",
+        "barfi": "no: learns its blend from the within-group covariance of several reward terms over a whole "
+                 "batch and across steps; verl's compute_score scores one completion at a time",
+        "closeness": "no: added after the verl adapter; not yet checked through compute_score",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
                     "stream would neither be the recipe's nor reproducible",
     },
     "shapers": {name: f"no: {_ONE_SAMPLE} (and running statistics across steps)" for name in (
-        "ares_hwe", "centered", "clip", "kl_in_reward", "lsc", "meanstd", "minmax", "par", "pear")},
+        "ares_hwe", "centered", "clip", "ctrl_u", "kl_in_reward", "lsc", "meanstd", "minmax", "par", "pear")},
     "advantages": {
         "grpo": "yes", "dr_grpo": "yes", "rloo": "yes", "raw": "yes", "reinforce_pp_baseline": "yes",
         "reinforce_pp": "yes",  # kl_coef > 0 is refused at build time (needs reference log-probs)
@@ -70,9 +73,9 @@ SUPPORT: dict[str, dict[str, str]] = {
         "entropy_bonus": f"no: {_ENTROPY}", "epo": f"no: {_ENTROPY}", "siren": f"no: {_LOGITS}",
         "kl_to_ref": f"no: {_REF}", "safe_kl": f"no: {_REF}",
     },
-    "preference_losses": {
-        "dpo": "no: a preference loss on chosen/rejected pairs; verl's policy-loss hook is for on-policy RL",
-    },
+    "preference_losses": {name: "no: a preference loss on chosen/rejected pairs; verl's policy-loss hook is for "
+                                "on-policy RL" for name in ("cdpo", "cpl", "cpl_ranked", "dpo", "fdpo", "ipo", "power",
+                                                            "power_dl", "robust_dpo", "spo")},
 }
 
 #: verl ``loss_agg_mode`` -> entrolab aggregation (``token-sum`` has no entrolab counterpart).
