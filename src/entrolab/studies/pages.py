@@ -59,7 +59,7 @@ def hand_typed_numbers(text: str) -> list[str]:
 
 
 def _n(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else ("es" if word.endswith("h") else "s"))
+    return f"{count} {word}" + ("" if count == 1 else ("es" if word.endswith(("h", "s")) else "s"))
 
 
 def setup_block(studies: list[StudyData], setting: str, base: Path) -> str:
