@@ -26,8 +26,9 @@ from entrolab.registry import ConfigError
 from entrolab.rundir import RunDirError
 from entrolab.trainer import TrainingStopped
 
-ROOT = Path(__file__).parents[2]
 TASK = {"name": "countdown", "min_numbers": 3, "max_numbers": 3, "n_train": 40, "n_validation": 4, "n_test": 4}
+
+ROOT = Path(__file__).parents[2]
 
 
 def verifier_pairs(n: int, *, seed: int = 0) -> list[PreferencePair]:
@@ -43,26 +44,6 @@ def verifier_pairs(n: int, *, seed: int = 0) -> list[PreferencePair]:
         bad = good + "+0"  # the same expression plus a number the prompt does not give
         assert task.verify(prompt, good).correct and not task.verify(prompt, bad).correct
         out.append(PreferencePair(prompt.text, good, bad, meta={"prompt_id": prompt.id}))
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from entrolab.components import build_one, import_builtins
-    from entrolab.models.tokenizer import build_char_tokenizer
-    from entrolab.registry import TASKS
-
-    import_builtins()
-    tok = build_char_tokenizer(build_one(TASKS, TASK, "task").charset())
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny_policy")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
     return out
 
 
