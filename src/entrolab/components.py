@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "entrolab.advantages",
     "entrolab.objectives",
     "entrolab.preference",
+    "entrolab.agents.envs",
 )
 
 
