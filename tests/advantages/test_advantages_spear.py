@@ -207,3 +207,52 @@ def test_bad_settings_are_errors(make_batch):
     b = make_batch([1.0, 0.0], [0, 0])
     with pytest.raises(ValueError, match="adv_BT is None"):
         SPEAR().replay_rows(b, step=0)
+
+
+def test_defaults_are_the_authors_scripts():
+    """run_*_spear.sh: buffer 2048, baseline 10240, tolerate 5, replay coef 1 over T_rep 200 (the
+    config default that applies), Dr.GRPO advantages; fire at 1.5× the buffer (TrajectoryBufferBatch)."""
+    s = SPEAR()
+    assert (s.buffer_size, s.baseline_size, s.buffer.tolerate_steps, s.fire_factor) == (2048, 10240, 5, 1.5)
+    assert (s.replay_coef, s.replay_ramp_steps, s.scale_by_std, s.eps) == (1.0, 200, False, 1e-6)
+    assert torch.equal(s.generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    assert s.mean_hist_N.dtype == torch.float64 and s.std_hist_N.dtype == torch.float64
+    assert s.mean_hist_N.numel() == 0 and s.std_hist_N.numel() == 0 and s.metrics == {}
+    assert replay_weight(100) == pytest.approx(0.5) and replay_weight(1, ramp_steps=1) == 1.0
+    assert replay_weight(0, ramp_steps=1) == 0.0
+
+
+def test_setting_validation():
+    """Each bound alone: negative fire_factor, replay_coef or eps is an error; 1 is the smallest size."""
+    for bad in ({"fire_factor": -0.1}, {"replay_coef": -0.1}, {"eps": -0.1}, {"baseline_size": 0}):
+        with pytest.raises(ValueError, match="must be >= "):
+            SPEAR(**bad)
+    SPEAR(buffer_size=1, baseline_size=1, fire_factor=0.0, replay_coef=0.0, eps=0.0)
+
+
+def test_metrics_by_hand_and_scaled_recalibration(make_batch):
+    """scale_by_std, eps 0.5, buffer_size 4, fire_factor 0, c_rep 2 (no ramp). Step 0: groups {1, 0, 0}
+    (mean 1/3, std √2/3) and {1, 1, 1}; GRPO A with the unbiased std √(1/3) and eps 0.5: row 0
+    positive, buffered. Step 1: group {0, 0, 0}: history means [1/3, 1, 0] → P50 1/3; stds [√2/3, 0, 0]
+    → P50 0: Â = (1 − 1/3)/(0 + 0.5) = 4/3 > 0 → replay 1 row with A = 2·4/3 = 8/3."""
+    s = SPEAR(scale_by_std=True, eps=0.5, buffer_size=4, fire_factor=0.0, replay_coef=2.0, replay_ramp_steps=0)
+    b0 = episodic(make_batch, [1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0, 0, 0, 1, 1, 1], step=0)
+    assert s.replay_rows(b0, step=0) is None
+    assert s.metrics == {"spear/baseline": pytest.approx(2 / 3), "spear/replay_weight": 2.0, "spear/replayed": 0.0,
+                         "spear/replay_adv_mean": 0.0, "spear/buffer_positive": 0.0, "spear/evicted": 0.0,
+                         "spear/buffer_rows": 1.0}
+    assert s.std_hist_N.tolist() == pytest.approx([math.sqrt(2) / 3, 0.0])
+    out = s.replay_rows(episodic(make_batch, [0.0, 0.0, 0.0], [0, 0, 0], step=1), step=1)
+    assert out.adv_BT[0].tolist() == pytest.approx([8 / 3, 8 / 3, 0.0, 8 / 3])
+    assert out.extras[REPLAY_KEY].dtype == torch.bool and b0.extras[REPLAY_KEY].dtype == torch.bool
+    assert s.metrics == {"spear/baseline": pytest.approx(1 / 3), "spear/replay_weight": 2.0, "spear/replayed": 1.0,
+                         "spear/replay_adv_mean": pytest.approx(8 / 3), "spear/buffer_positive": 1.0,
+                         "spear/evicted": 0.0, "spear/buffer_rows": 0.0}
+    adv, _ = SPEAR(scale_by_std=True, eps=0.5)(b0)  # on-policy: (1 − 1/3)/(√(1/3) + 0.5)
+    assert adv[0].item() == pytest.approx((2 / 3) / (math.sqrt(1 / 3) + 0.5))
+
+
+def test_std_history_is_fifo_too(make_batch):
+    s = SPEAR(baseline_size=2)
+    s.replay_rows(episodic(make_batch, [1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [0, 0, 1, 1, 2, 2]), step=0)
+    assert s.mean_hist_N.tolist() == [1.0, 0.0] and s.std_hist_N.tolist() == [0.0, 0.0]

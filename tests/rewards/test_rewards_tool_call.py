@@ -51,3 +51,24 @@ def test_missing_or_misshapen_tool_calls_is_a_clear_error(make_batch):
         r(b, None)
     with pytest.raises(ValueError, match="per_call"):
         REWARDS.build("tool_call", {"per_call": -1.0})
+
+
+def test_term_parameters_reach_the_math(make_batch):
+    """per_call .25, cap .6, T = 10 at step 5 (λ = .5): n = [1, 2, 3] → .5·[.25, .5, .6]; schedule
+    constant: λ = 1 at any step; T = 1 at step 0 is still the full weight. An empty batch logs 0."""
+    b = make_batch([0.0, 1.0, 1.0])
+    b.extras["tool_calls_B"] = torch.tensor([1, 2, 3])
+    b.step = 5
+    vals, m = REWARDS.build("tool_call", {"per_call": 0.25, "cap": 0.6, "decay_steps": 10})(b, None)
+    assert vals.tolist() == pytest.approx([0.125, 0.25, 0.3]) and m["reward/tool_call_weight"] == 0.5
+    vals, _ = REWARDS.build("tool_call", {"schedule": "constant"})(b, None)
+    assert vals.tolist() == pytest.approx([0.1, 0.2, 0.3])
+    b.step = 0
+    assert REWARDS.build("tool_call", {"decay_steps": 1})(b, None)[1]["reward/tool_call_weight"] == 1.0
+    empty = b.select(torch.tensor([], dtype=torch.long))
+    vals, m = REWARDS.build("tool_call", {})(empty, None)
+    assert vals.numel() == 0 and m["reward/tool_calls_mean"] == 0.0
+    REWARDS.build("tool_call", {"per_call": 0.0, "cap": 0.0})  # zero is allowed
+    for bad in ({"cap": -0.5}, {"per_call": -0.5}):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            REWARDS.build("tool_call", bad)

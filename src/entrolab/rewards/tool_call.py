@@ -57,7 +57,8 @@ class ToolCallReward:
                  schedule: Schedule = "cosine"):
         if per_call < 0 or cap < 0:
             raise ValueError(f"per_call and cap must be >= 0, got {per_call}, {cap}")
-        tool_reward_weight(0, decay_steps=decay_steps, schedule=schedule)  # validates schedule
+        if schedule not in ("cosine", "constant", "none"):
+            raise ValueError(f"schedule must be 'cosine', 'constant' or 'none', got {schedule!r}")
         self.per_call, self.cap, self.decay_steps, self.schedule = float(per_call), float(cap), int(decay_steps), schedule
 
     def __call__(self, batch: RolloutBatch, task: Task | None) -> tuple[torch.Tensor, Metrics]:
