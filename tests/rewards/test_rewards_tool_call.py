@@ -69,6 +69,7 @@ def test_term_parameters_reach_the_math(make_batch):
     vals, m = REWARDS.build("tool_call", {})(empty, None)
     assert vals.numel() == 0 and m["reward/tool_calls_mean"] == 0.0
     REWARDS.build("tool_call", {"per_call": 0.0, "cap": 0.0})  # zero is allowed
+    assert REWARDS.build("tool_call", {"schedule": "none"})(b, None)[0].tolist() == [0.0, 0.0, 0.0]
     for bad in ({"cap": -0.5}, {"per_call": -0.5}):
         with pytest.raises(ValueError, match="must be >= 0"):
             REWARDS.build("tool_call", bad)
