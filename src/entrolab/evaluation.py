@@ -128,7 +128,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
              seed: int = 0, label: str, progress: Callable[[int, int], None] | None = None,
              model_name: str | None = None, task_config: dict[str, Any] | None = None,
              engine: str = "builtin", max_turns: int | None = None,
-             max_episode_tokens: int | None = None) -> dict[str, Any]:
+             max_episode_tokens: int | None = None, episode_cache: str = "reprefill") -> dict[str, Any]:
     """Sample ``n_samples`` completions per prompt of ``split`` and return the eval JSON dict.
 
     Prompts are processed in chunks of ``max(1, batch_size // n_samples)`` prompts (each chunk one
@@ -149,14 +149,15 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         model_name: recorded as ``"model"`` (default: the model's ``name_or_path``).
         task_config: recorded as ``"task"`` (default: ``{"name": task.name}``).
         engine: the sampler, a ``rollout.engine`` name (``builtin`` or ``hf``).
-        max_turns, max_episode_tokens: episode budgets of an episodic (multi-turn) task, whose
+        max_turns, max_episode_tokens, episode_cache: episode settings of an episodic task, whose
             verdicts come from its environment; the summary then adds per-episode statistics
             (``agents.metrics.episode_summary``).
     """
     from entrolab.agents.episodes import sampler_for  # imported here: rollout imports models, not us
     from entrolab.agents.metrics import episode_summary
 
-    sample = sampler_for(task, engine=engine, max_turns=max_turns, max_episode_tokens=max_episode_tokens)
+    sample = sampler_for(task, engine=engine, max_turns=max_turns, max_episode_tokens=max_episode_tokens,
+                         episode_cache=episode_cache)
     episode_batches = []
     if n_samples < 1:
         raise ValueError(f"evaluate needs n_samples >= 1, got {n_samples}")
