@@ -103,6 +103,7 @@ def sample_episodes(
     max_turns: int | None = None,
     max_episode_tokens: int | None = None,
     episode_cache: str = "reprefill",
+    chat_template: bool = False,
 ) -> RolloutBatch:
     """Play ``group_size`` episodes of ``task``'s environment per prompt; one batch row per episode.
 
@@ -118,6 +119,10 @@ def sample_episodes(
     leave the batch; ``batch_size`` chunks each turn); ``"keep"`` keeps one KV cache for the whole
     batch across turns and feeds only new tokens (``agents.turn_cache``; ``batch_size`` is ignored).
     Both give the model the same context.
+
+    ``chat_template`` (``model.chat_template``): each observation is wrapped as a user message of the
+    tokenizer's chat template before it is encoded (``agents.chat.observation_format``; the prompt
+    itself is formatted by the caller); ``Episode.observations`` keep the raw text.
     """
     from entrolab.rollout.sampler import check_and_encode, left_pad
 
@@ -132,6 +137,12 @@ def sample_episodes(
                                          prompt_texts=prompt_texts)
     pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     B = P * G
+    if chat_template:
+        from entrolab.agents.chat import observation_format
+        wrap = observation_format(tokenizer)
+    else:
+        def wrap(obs: str) -> str:
+            return obs
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -196,7 +207,7 @@ def sample_episodes(
                 elif k == turns_cap - 1:
                     ep.stop = "turn_budget"
                 else:
-                    obs = encode(result.observation)
+                    obs = encode(wrap(result.observation))
                     if pending is not None:  # the turn's last token was drawn but never fed
                         pending[b] = ids[-1:] + obs
                     comp[b] += obs
@@ -277,9 +288,11 @@ def _call_env(fn, arg, *, task, b: int, where: str):
 
 
 def sampler_for(task, *, engine: str = "builtin", max_turns: int | None = None,
-                max_episode_tokens: int | None = None, episode_cache: str = "reprefill") -> Callable[..., RolloutBatch]:
+                max_episode_tokens: int | None = None, episode_cache: str = "reprefill",
+                chat_template: bool = False) -> Callable[..., RolloutBatch]:
     """The sampler function for ``task``: ``sample_episodes`` bound to it for an episodic task,
-    otherwise the single-turn engine ``engine`` (``rollout.sampler.get_engine``)."""
+    otherwise the single-turn engine ``engine`` (``rollout.sampler.get_engine``; ``chat_template``
+    concerns observations only, the caller formats prompts)."""
     from entrolab.rollout.sampler import get_engine
 
     if not is_episodic(task):
@@ -287,4 +300,4 @@ def sampler_for(task, *, engine: str = "builtin", max_turns: int | None = None,
     if engine != "builtin":
         raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin'")
     return functools.partial(sample_episodes, task=task, max_turns=max_turns, max_episode_tokens=max_episode_tokens,
-                             episode_cache=episode_cache)
+                             episode_cache=episode_cache, chat_template=chat_template)
