@@ -51,3 +51,22 @@ def test_spear_replays_in_training_and_resumes_exactly(tmp_path, base):
     b = load_file(str(resumed / "checkpoints" / "step_000004" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [m["spear/replayed"] for m in metrics(resumed)] == replayed
+
+
+def test_spear_calculator_recipe_is_grpo_calculator_plus_spear():
+    """The one-command recipe builds, and differs from its GRPO baseline only in SPEAR's blocks."""
+    pytest.importorskip("entrolab.agents.envs.calculator", reason="the calculator environment is not merged yet")
+    from pathlib import Path
+
+    from entrolab.components import build_components
+
+    root = Path(__file__).parents[2] / "recipes" / "agents"
+    spear, grpo = (load_recipe(str(root / f)).model_dump(mode="json")
+                   for f in ("spear_calculator.yaml", "grpo_calculator.yaml"))
+    changed = {k for k in spear if spear[k] != grpo[k] and k not in ("name", "run_dir")}
+    assert changed == {"rewards", "advantage", "objective"}
+    assert spear["objective"] | {"surrogate": None} == grpo["objective"] | {"surrogate": None}
+    assert spear["rewards"]["terms"][0] == grpo["rewards"]["terms"][0] == {"name": "verifier", "weight": 1.0}
+    assert spear["task"]["tool_reward"] == 0.0  # one tool-use reward: the scheduled term, not the env's
+    comps = build_components(load_recipe(str(root / "spear_calculator.yaml")))
+    assert callable(comps.advantage.replay_rows)
