@@ -74,3 +74,31 @@ def test_turn_state_restores(make_inputs):
     assert torch.equal(reg(make_inputs([[0.0] * 2], [1.0], **inp))[0], other(make_inputs([[0.0] * 2], [1.0], **inp))[0])
     old_format = {k: v for k, v in reg.state_dict().items() if not k.startswith("turn")}
     REGULARIZERS.build("epo", PARAMS).load_state_dict(old_format)  # checkpoints from before per-turn histories
+
+
+def test_per_turn_history_over_micro_batches_and_steps(make_inputs):
+    """β_H .01, β_s 2, λ .1, κ = (.4, 1.5), phase weights on (E = 10). Step 0 in two micro-batches:
+    turn ids [0, 1] with H [1, 2], then [0, −1] with H [3, ·] → H̄_0 = (1 + 3)/2 = 2, H̄_1 = 2. Step 1:
+    H = [4, 4] → H̄_0 = H̄_1 = (2 + 4)/2 = 3. Step 3 (w = 1 − .2(1 − e^(−6/5))): turn 0 H = 1 is .2 below
+    .4·3, turn 1 H = 5 is .5 above 1.5·3: loss = −.01·H + .01·2·.1·w·[.2, .5]. A state saved mid-step
+    (before on_step_end) restores the step's partial per-turn sums too."""
+    import math
+
+    reg = REGULARIZERS.build("epo", {"entropy_coef": 0.01, "smooth_coef": 2.0, "penalty": 0.1, "kappa_low": 0.4,
+                                     "kappa_high": 1.5, "phase_horizon": 10})
+    reg(make_inputs([[0.0] * 2], [1.0], entropy_BT=[[1.0, 2.0]], turn_id_BT=torch.tensor([[0, 1]])))
+    reg(make_inputs([[0.0] * 2], [1.0], [[1, 0]], entropy_BT=[[3.0, 9.0]], turn_id_BT=torch.tensor([[0, -1]])))
+    reg.on_step_end({})
+    assert reg.turn_hist_sum == [2.0, 2.0] and reg.turn_hist_count == [1, 1]
+    reg(make_inputs([[0.0] * 2], [1.0], entropy_BT=[[4.0, 4.0]], turn_id_BT=torch.tensor([[0, 1]])))
+    reg.on_step_end({})
+    inp = make_inputs([[0.0] * 2], [1.0], entropy_BT=[[1.0, 5.0]], turn_id_BT=torch.tensor([[0, 1]]))
+    inp.step = 3
+    loss, _ = reg(inp)
+    w = 1 - 0.2 * (1 - math.exp(-6 / 5))
+    assert loss.tolist()[0] == pytest.approx([-0.01 + 0.002 * w * 0.2, -0.05 + 0.002 * w * 0.5])
+    other = REGULARIZERS.build("epo")
+    other.load_state_dict(reg.state_dict())
+    for r in (reg, other):
+        r.on_step_end({})
+    assert other.state_dict() == reg.state_dict() and reg.turn_hist_sum == pytest.approx([7.0, 11.0])
