@@ -48,3 +48,10 @@ def test_turns_matching_the_single_turn_split_give_identical_advantages(make_bat
     turns, m = ADVANTAGES.build("empg", {"marker": "#", "delimiters": ","})(b)
     assert m["empg/steps_mean"] == steps_single
     assert torch.equal(turns, single)
+
+
+def test_non_contiguous_turn_names_the_row(make_batch):
+    b = make_batch([1.0, 0.0], [0, 0], T=3)
+    b.extras["turn_id_BT"] = torch.tensor([[0, 0, 1], [0, -1, 0]])
+    with pytest.raises(ValueError, match="turn 0 of row 1 is not contiguous"):
+        ADVANTAGES.build("empg")(b)
