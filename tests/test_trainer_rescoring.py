@@ -55,6 +55,7 @@ def _batch(make_batch, stats: str):
         b.extras[logp_at_temperature_key(tau)] = -torch.rand(6, T, generator=gen)
     b.extras["answer_marker"] = "#"
     b.extras["reward_uncertainty_B"] = torch.rand(6, generator=torch.Generator().manual_seed(9))  # for ctrl_u
+    b.extras["tool_calls_B"] = torch.tensor([0, 1, 2, 0, 1, 3])  # multi-turn rollouts set it (tool_call)
     for p in b.prompts:  # the closeness reward reads a Countdown target
         p.meta["target"] = 3
     b.ref_logp_BT = -torch.rand(6, T, generator=gen) - 0.5
