@@ -183,3 +183,60 @@ def test_edge_cases_empty_episode_single_row_and_empty_batch():
     assert term(episode_batch([play(CHEAP)]), t)[0].tolist() == [0.84375]
     r0, m0 = term(episode_batch([]), t)
     assert r0.shape == (0,) and set(m0.values()) == {0.0}
+
+
+def test_term_passes_every_hyperparameter_and_reports_clipped_cost():
+    """Through the registered term, format_penalty and cost_if_wrong reach the math, a scale of 0.5 or a
+    task scale below 1 is valid, and the logged normalised cost is clipped at 1 like the reward.
+    cost_scale 0.5, α = 1: every cost ≥ 0.5 gives R_cost = 0; WRONG (C=1) gets 0 with cost_if_wrong too."""
+    t = TASKS.build("routing", {"n_train": 1, "n_validation": 1, "n_test": 1})
+    b = episode_batch([play(CHEAP), play(SLOPPY), play(WRONG)])
+    term = REWARDS.build("router_r1", {"cost_weight": 1.0, "cost_scale": 0.5, "format_penalty": -0.25,
+                                       "cost_if_wrong": True})
+    r, m = term(b, t)
+    assert r.tolist() == [0.0, -0.25, 0.0] and m["reward/router_r1_cost"] == 1.0
+    r2, _ = REWARDS.build("router_r1", {"cost_weight": 0.5, "cost_scale": 64.0, "cost_if_wrong": True})(b, t)
+    assert torch.allclose(r2, torch.tensor([0.5 + 0.5 * (1 - 10 / 64), -1.0, 0.5 * (1 - 1 / 64)]))
+
+    class SmallScale:
+        name, max_episode_cost = "small", 0.5
+
+    assert REWARDS.build("router_r1", {"cost_weight": 0.5})(b, SmallScale())[0].tolist() == [0.5, -1.0, 0.0]
+
+
+def test_each_missing_input_is_named():
+    t = TASKS.build("routing", {"n_train": 1, "n_validation": 1, "n_test": 1})
+    term = REWARDS.build("router_r1", {"cost_weight": 0.5})
+    for drop in ("episodes", "malformed_B"):
+        b = episode_batch([play(CHEAP)])
+        del b.extras[drop]
+        with pytest.raises(ValueError, match=r"^router_r1 needs multi-turn episodes \(batch.extras\['episodes'\] "
+                                             r"and \['malformed_B'\]\): use it with an episodic task such as "
+                                             r"'routing'$"):
+            term(b, t)
+    b = episode_batch([play(CHEAP)])
+    b.verdicts = None
+    with pytest.raises(ValueError, match=r"^router_r1: the batch needs one verdict per episode \(batch.verdicts\)$"):
+        term(b, t)
+
+    class ZeroScale:
+        name, max_episode_cost = "zero", 0.0
+
+    with pytest.raises(ValueError, match=r"task 'zero' has 0.0\)$"):
+        term(episode_batch([play(CHEAP)]), ZeroScale())
+
+
+def test_defaults_and_messages_without_names():
+    """The default term is the outcome only (α = 0): CHEAP and PRICEY both get 1. A cost error without a
+    location says "episode"; a task without a name is shown as itself."""
+    t = TASKS.build("routing", {"n_train": 1, "n_validation": 1, "n_test": 1})
+    assert REWARDS.build("router_r1")(episode_batch([play(CHEAP), play(PRICEY)]), t)[0].tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r"^episode, turn 0: "):
+        episode_cost([{"cost": -1.0}])
+
+    class Nameless:
+        def __repr__(self):
+            return "<nameless task>"
+
+    with pytest.raises(ValueError, match=r"task <nameless task> has None\)$"):
+        REWARDS.build("router_r1")(episode_batch([play(CHEAP)]), Nameless())

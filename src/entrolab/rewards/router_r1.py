@@ -120,7 +120,7 @@ class RouterR1Reward:
         if batch.verdicts is None or len(batch.verdicts) != B:
             raise ValueError("router_r1: the batch needs one verdict per episode (batch.verdicts)")
         cost_B = torch.tensor([episode_cost(ep.infos, where=f"router_r1: episode {b}")
-                               for b, ep in enumerate(episodes)], dtype=torch.float32)
+                               for b, ep in enumerate(episodes)])  # floats: float32
         answered_B = torch.tensor([ep.stop == "done" or not self.require_answer for ep in episodes],
                                   dtype=torch.bool)
         format_ok_B = (malformed_B == 0) & answered_B
@@ -132,5 +132,5 @@ class RouterR1Reward:
         mean = (lambda t: float(t.to(torch.float32).mean())) if B else (lambda t: 0.0)
         return rewards_B, {"reward/router_r1_format_ok": mean(format_ok_B),
                            "reward/router_r1_correct": mean(correct_B),
-                           "reward/router_r1_cost": mean((cost_B / scale).clamp(0.0, 1.0)),
+                           "reward/router_r1_cost": mean((cost_B / scale).clamp(max=1.0)),  # C >= 0 is checked
                            "reward/router_r1_cost_raw": mean(cost_B)}
