@@ -217,3 +217,46 @@ def test_a_custom_pool_changes_descriptors_tools_and_budget():
     t = task(costs=[2, 5], latencies=[1, 9], acc_easy=[0.9, 1], acc_hard=[0.5, 0.95], max_turns=6)
     assert t.header == "m1 acc:50 cost:2 lat:1;m2 acc:95 cost:5 lat:9"
     assert t.make_env(t.prompts("test")[0], seed=0).tools == ("m1", "m2") and t.max_episode_cost == 25
+
+
+def test_show_pool_false_leaves_only_the_chain():
+    t, full = task(show_pool=False), task()
+    short = t.prompts("train")
+    assert [p.text for p in short] == [p.text.rpartition("|")[2] for p in full.prompts("train")]
+    p = short[0]
+    assert "|" not in p.text and t.verify(Prompt(p.id, p.text), f"<answer>{p.meta['answer']}</answer>").correct
+    with pytest.raises(Exception, match="show_pool"):
+        task(show_pool="no")
+
+
+def test_episode_metrics_report_mean_cost_per_episode():
+    """Two batches of routing episodes: costs 1+1+8 = 10, 8, and 0 (an episode cut before any turn):
+    episode_cost = (10 + 8 + 0) / 3 = 6 in an evaluation summary; agent/cost of one batch = (10 + 8) / 2."""
+    import torch
+
+    from entrolab.agents.episodes import Episode
+    from entrolab.agents.metrics import episode_metrics, episode_summary
+    from entrolab.types import RolloutBatch
+
+    def played(actions):
+        env = task().make_env(P183, seed=0)
+        env.reset(P183)
+        steps = [env.step(a) for a in actions]
+        return Episode(list(actions), [s.observation for s in steps], [s.reward for s in steps],
+                       [s.info for s in steps], env.outcome(), "done" if steps and steps[-1].done else "token_budget")
+
+    def batch(eps):
+        B = len(eps)
+        ones = torch.ones(B, 2, dtype=torch.bool)
+        return RolloutBatch(prompts=[P183], group_id_B=torch.zeros(B, dtype=torch.long),
+                            prompt_ids_BL=ones.long(), mask_prompt_BL=ones, completion_ids_BT=ones.long(),
+                            mask_BT=ones, texts=[""] * B, stop_reasons=["eos"] * B,
+                            extras={"episodes": eps, **{k: torch.zeros(B) for k in (
+                                "turns_B", "tool_calls_B", "malformed_B", "success_B", "episode_return_B")}})
+
+    a = batch([played(["<m1>7*8</m1>", "<m1>56+5</m1>", "<m3>61*3</m3>", "<answer>183</answer>"]),
+               played(["<m3>7*8</m3>", "<answer>1</answer>"])])
+    b = batch([played([])])
+    assert episode_metrics(a)["agent/cost"] == 9.0
+    assert episode_summary([a, b])["episode_cost"] == 6.0
+    assert "episode_cost" not in episode_summary([b])  # no turn reported a cost: no cost statistic

@@ -1,7 +1,7 @@
 """Router-R1's reward: hand values of the hierarchical combination, and the registered term on
 batches built from real routing episodes with the multi-turn extras of the agents contract."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ from entrolab.rewards.router_r1 import episode_cost, router_r1_reward
 from entrolab.types import Prompt, RolloutBatch, Verdict
 
 import entrolab.agents.envs  # noqa: F401  (registers the routing task)
+from entrolab.agents.episodes import Episode
 from entrolab.registry import TASKS
 
 HEADER = "m1 acc:30 cost:1 lat:1;m2 acc:70 cost:3 lat:2;m3 acc:100 cost:8 lat:4"
@@ -53,18 +54,6 @@ def test_episode_cost_sums_and_names_bad_turns():
 
 
 # --------------------------------------------------------------------------- episodes → batch
-@dataclass
-class Episode:
-    """The agents contract's ``extras["episodes"][b]`` (same fields as ``agents.episodes.Episode``)."""
-
-    actions: list
-    observations: list
-    rewards: list
-    infos: list
-    outcome: Verdict
-    stop: str
-
-
 def play(actions, *, prompt=P183, seed=0, max_turns=5):
     """Run ``actions`` through the real routing environment, stopping at done or the turn budget."""
     env = TASKS.build("routing", {"n_train": 1, "n_validation": 1, "n_test": 1}).make_env(prompt, seed=seed)

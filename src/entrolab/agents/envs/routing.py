@@ -22,7 +22,8 @@ one) and the cost weight of the Router-R1 reward moves the best policy along an 
 
 * prompt: the pool descriptors, ``|``, the chain, ``=?`` --
   ``m1 acc:30 cost:1 lat:1;m2 acc:70 cost:3 lat:2;m3 acc:100 cost:8 lat:4|7 *8 +5 *3=?``
-  (``acc`` is the model's accuracy on hard sub-queries in percent).
+  (``acc`` is the model's accuracy on hard sub-queries in percent); with ``show_pool`` false only
+  the chain, ``7 *8 +5 *3=?``.
 * a turn: optional thinking, then one action (``agents.toolcall``): ``hard <m3>56*3</m3>`` (a call:
   the body is ``<int><op><int>`` with op ``+``, ``-`` or ``*``) or ``<answer>183</answer>``.
 * observation of a call: ``=<value>`` (``=168``); of a malformed turn or unreadable query:
@@ -248,6 +249,9 @@ class Routing:
             ``expert`` (the cheapest model that is always right on the hop's difficulty),
             ``cheapest``, ``priciest``.
         max_turns: turn budget (None: ``max_hops + 2``: one call per hop, the answer, one spare).
+        show_pool: start prompts with the pool's descriptors (Router-R1 conditions on them). The pool
+            is fixed for a task, so they add no information for a model trained on this task alone;
+            ``false`` halves the testbed's episode length (and its SFT and RL time).
     """
 
     name = "routing"
@@ -257,7 +261,7 @@ class Routing:
                  n_validation: int = 200, n_test: int = 200, n_sft: int = 0,
                  costs: tuple[float, ...] = (1.0, 3.0, 8.0), latencies: tuple[float, ...] = (1.0, 2.0, 4.0),
                  acc_easy: tuple[float, ...] = (1.0, 1.0, 1.0), acc_hard: tuple[float, ...] = (0.3, 0.7, 1.0),
-                 demo_policy: DemoPolicy = "random", max_turns: int | None = None):
+                 demo_policy: DemoPolicy = "random", max_turns: int | None = None, show_pool: bool = True):
         _check("seed", isinstance(seed, int) and seed >= 0, seed, "an integer >= 0")
         _check("min_hops", isinstance(min_hops, int) and 1 <= min_hops <= 4, min_hops, "an integer in [1, 4]")
         _check("max_hops", isinstance(max_hops, int) and min_hops <= max_hops <= 4, max_hops,
@@ -283,6 +287,8 @@ class Routing:
                "an integer >= 1 or None")
         self.max_turns = max_turns if max_turns is not None else max_hops + 2
         self.header = ";".join(m.descriptor() for m in self.pool)
+        _check("show_pool", isinstance(show_pool, bool), show_pool, "true or false")
+        self.show_pool = show_pool
         self._splits: dict[str, list[Prompt]] | None = None
 
     @property
@@ -310,7 +316,8 @@ class Routing:
         out, at = {}, 0
         for split in ("test", "validation", "train", "sft"):
             chunk, at = kept[at:at + self.sizes[split]], at + self.sizes[split]
-            out[split] = [Prompt(id=f"{split}-{i:05d}", text=f"{self.header}|{format_question(s, h)}",
+            prefix = f"{self.header}|" if self.show_pool else ""
+            out[split] = [Prompt(id=f"{split}-{i:05d}", text=prefix + format_question(s, h),
                                  meta={"start": s, "hops": [[op, b] for op, b in h],
                                        "answer": chain_values(s, h)[-1]})
                           for i, (s, h) in enumerate(chunk)]
