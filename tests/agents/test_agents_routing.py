@@ -260,3 +260,19 @@ def test_episode_metrics_report_mean_cost_per_episode():
     assert episode_metrics(a)["agent/cost"] == 9.0
     assert episode_summary([a, b])["episode_cost"] == 6.0
     assert "episode_cost" not in episode_summary([b])  # no turn reported a cost: no cost statistic
+
+
+def test_recipe_loads_builds_and_its_task_is_the_documented_one():
+    """recipes/agents/router_r1.yaml (not in the recipes/*.yaml glob of test_config): it loads, its
+    components build, and its task is routing without descriptors, scored by router_r1 at scale 12."""
+    from pathlib import Path
+
+    from entrolab.components import build_components
+    from entrolab.config import load_recipe
+
+    rec = load_recipe(Path(__file__).parents[2] / "recipes" / "agents" / "router_r1.yaml")
+    build_components(rec)
+    t = TASKS.build(rec.task["name"], {k: v for k, v in rec.task.items() if k != "name"})
+    assert t.name == "routing" and not t.show_pool and t.prompts("sft")
+    terms = {x["name"]: x for x in rec.model_dump(mode="json")["rewards"]["terms"]}
+    assert terms["router_r1"]["cost_scale"] == 12.0 and terms["verifier"]["weight"] == 0.0
