@@ -98,7 +98,7 @@ class RolloutCfg(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, ge=1)
     # The sampler (rollout.sampler.ENGINES): "builtin" = our KV-cache loop, "hf" = model.generate (reference).
-    engine: Literal["builtin", "hf"] = "builtin"
+    engine: Literal["builtin", "hf", "static"] = "builtin"
 
 
 class RewardsCfg(_Strict):
