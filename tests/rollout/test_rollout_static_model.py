@@ -55,12 +55,15 @@ def _hf_logits(model, ids_BL, mask_BL):
     return model(input_ids=ids_BL, attention_mask=mask_BL.long(), position_ids=pos_BL).logits
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("kind", ["llama", "llama_gqa_bias", "qwen2", "mistral"])
 @torch.no_grad()
-def test_static_forward_matches_hf_logits_prefill_and_5_decode_steps(kind):
+def test_static_forward_matches_hf_logits_prefill_and_5_decode_steps(kind, fuse):
+    """Separate weights (CPU default, no copies) and fused q/k/v, gate/up (CUDA default) alike."""
     model = build(kind)
     assert static_support(model) is None
-    W = DecoderWeights.from_model(model)
+    W = DecoderWeights.from_model(model, fuse=fuse)
+    assert ("qkv_proj" in W.layers[0]) == fuse
     ids_BL, mask_BL = left_pad(CONTEXTS, 0)
     B, L = ids_BL.shape
     h_BLD, kv = prefill(W, ids_BL, mask_BL)

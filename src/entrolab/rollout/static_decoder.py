@@ -123,12 +123,14 @@ def _decode_loop(step: Callable[[], None], n_steps: int, alive_n: torch.Tensor, 
 def generate_chunk_static(model, uniq_ids: list[list[int]], row_to_uniq: torch.Tensor, *, pad_id: int, eos_id: int,
                           max_new_tokens: int, temperature: float, top_p: float, greedy: bool,
                           generator: torch.Generator | None, cuda_graphs: bool | None = None,
-                          dtype: torch.dtype | None = None, check_every: int = CHECK_EVERY) -> tuple[torch.Tensor, ...]:
+                          dtype: torch.dtype | None = None, fuse: bool | None = None,
+                          check_every: int = CHECK_EVERY) -> tuple[torch.Tensor, ...]:
     """``sampler._generate_chunk``'s contract on the static decoder: n rows whose prompts are
     ``uniq_ids[row_to_uniq[r]]``; returns ``(tokens_nT, logp_nT, entropy_nT, length_n, eos_n)`` on CPU.
 
     ``cuda_graphs`` None means "on CUDA, yes"; True on a CPU model is an error. ``dtype`` as in
-    ``compute_dtype``.
+    ``compute_dtype``. ``fuse`` (None: on CUDA) stacks q/k/v and gate/up weights for the call
+    (``DecoderWeights.from_model``); on CPU the model's own tensors are read without a copy.
     """
     device = next(model.parameters()).device
     graphs = device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs)
@@ -136,7 +138,8 @@ def generate_chunk_static(model, uniq_ids: list[list[int]], row_to_uniq: torch.T
         raise ValueError(f"cuda_graphs=True needs a CUDA model, this one is on {device}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    W = DecoderWeights.from_model(model, compute_dtype(model, dtype))
+    W = DecoderWeights.from_model(model, compute_dtype(model, dtype),
+                                  fuse=device.type == "cuda" if fuse is None else fuse)
     n, T = row_to_uniq.numel(), max_new_tokens
     ids_uL, mask_uL = sampler.left_pad(uniq_ids, pad_id)
     ids_uL, mask_uL = ids_uL.to(device), mask_uL.to(device)

@@ -93,6 +93,15 @@ def _lin(mod: torch.nn.Linear, dtype: torch.dtype):
     return w.to(dtype), None if b is None else b.to(dtype)  # .to is a no-op (no copy) at the same dtype
 
 
+def _fuse(mods: list[torch.nn.Linear], dtype: torch.dtype):
+    """One ``(weight, bias)`` stacking the outputs of ``mods`` (a copy): one GEMM instead of several."""
+    w = torch.cat([m.weight.detach() for m in mods]).to(dtype)
+    if all(m.bias is None for m in mods):
+        return w, None
+    return w, torch.cat([m.weight.new_zeros(m.out_features) if m.bias is None else m.bias.detach()
+                         for m in mods]).to(dtype)
+
+
 @dataclass
 class DecoderWeights:
     """The tensors of one decoder, in the compute dtype (views of the model's own when dtypes agree)."""
@@ -108,8 +117,13 @@ class DecoderWeights:
     head_dim: int
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, dtype: torch.dtype | None = None) -> "DecoderWeights":
-        """Read the weights of a supported model (``static_support(model) is None``)."""
+    def from_model(cls, model: torch.nn.Module, dtype: torch.dtype | None = None, *,
+                   fuse: bool = False) -> "DecoderWeights":
+        """Read the weights of a supported model (``static_support(model) is None``).
+
+        ``fuse`` stacks q/k/v and gate/up into one weight each (a copy of those weights, made per
+        call): on a GPU a decode step at batch 512 is bound by the number of kernels, not by FLOPs.
+        """
         reason = static_support(model)
         if reason is not None:
             raise ValueError(f"the static decoder does not support this model: {reason}")
@@ -119,12 +133,16 @@ class DecoderWeights:
         layers = []
         for layer in body.layers:
             att, mlp = layer.self_attn, layer.mlp
-            layers.append({
-                "ln1": layer.input_layernorm.weight.detach().to(dtype),
-                "ln2": layer.post_attention_layernorm.weight.detach().to(dtype),
-                **{name: _lin(getattr(att, name), dtype) for name in ("q_proj", "k_proj", "v_proj", "o_proj")},
-                **{name: _lin(getattr(mlp, name), dtype) for name in ("gate_proj", "up_proj", "down_proj")},
-            })
+            lw = {"ln1": layer.input_layernorm.weight.detach().to(dtype),
+                  "ln2": layer.post_attention_layernorm.weight.detach().to(dtype),
+                  "o_proj": _lin(att.o_proj, dtype), "down_proj": _lin(mlp.down_proj, dtype)}
+            if fuse:
+                lw["qkv_proj"] = _fuse([att.q_proj, att.k_proj, att.v_proj], dtype)
+                lw["gate_up_proj"] = _fuse([mlp.gate_proj, mlp.up_proj], dtype)
+            else:
+                lw.update({name: _lin(getattr(att, name), dtype) for name in ("q_proj", "k_proj", "v_proj")})
+                lw.update({name: _lin(getattr(mlp, name), dtype) for name in ("gate_proj", "up_proj")})
+            layers.append(lw)
         return cls(embed=body.embed_tokens.weight.detach().to(dtype), layers=layers,
                    norm=body.norm.weight.detach().to(dtype), head=_lin(model.lm_head, dtype),
                    inv_freq=rotary_of(model).inv_freq.detach().float(), eps=float(cfg.rms_norm_eps),
@@ -141,28 +159,49 @@ class DecoderWeights:
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm (Zhang & Sennrich 2019) as HF computes it: in float32, cast back, then scaled."""
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return w * x32.to(x.dtype)
+    """RMSNorm (Zhang & Sennrich 2019) as HF computes it: normalised in float32, cast back, then scaled."""
+    return w * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def rope(pos: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin ``[..., D]`` of rotary embeddings (Su et al. 2021, RoFormer eq. 34) at integer positions."""
+    """cos and signed sin ``[..., D]`` of rotary embeddings (Su et al. 2021, RoFormer eq. 34) at integer
+    positions, angles in float32 as HF computes them. HF rotates with ``rotate_half(x) · sin`` where
+    ``rotate_half(x) = [−x₂, x₁]``; with ``sin = [s, s]`` that equals ``[x₂, x₁] · [−s, s]`` exactly, so
+    the sign goes into the table once per step instead of a negation per layer."""
     freqs = pos[..., None].float() * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    cos, sin = freqs.cos().to(dtype), freqs.sin().to(dtype)
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply RoPE to ``x [B, H, L, D]`` with ``cos``/``sin`` ``[B, L, D]`` (HF's rotate_half layout)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to ``x [B, H, L, D]`` with the ``rope`` tables ``[B, L, D]``."""
     half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos.unsqueeze(1), swapped, sin_signed.unsqueeze(1))
 
 
-def _mlp(W: dict, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(F.silu(F.linear(x, *W["gate_proj"])) * F.linear(x, *W["up_proj"]), *W["down_proj"])
+def _qkv(lw: dict, x: torch.Tensor, H: int, Hkv: int, D: int) -> tuple[torch.Tensor, ...]:
+    """Query, key and value projections ``[..., H·D]``, ``[..., Hkv·D]`` ×2 (one GEMM when fused)."""
+    if "qkv_proj" in lw:
+        return F.linear(x, *lw["qkv_proj"]).split([H * D, Hkv * D, Hkv * D], dim=-1)
+    return tuple(F.linear(x, *lw[name]) for name in ("q_proj", "k_proj", "v_proj"))
+
+
+def _residual_linear(h: torch.Tensor, x: torch.Tensor, wb: tuple) -> torch.Tensor:
+    """``h + x Wᵀ (+ b)``; for 2-D inputs without bias one GEMM that adds the residual in its epilogue."""
+    w, b = wb
+    if b is None and h.dim() == 2:
+        return torch.addmm(h, x, w.t())
+    return h + F.linear(x, w, b)
+
+
+def _mlp(h: torch.Tensor, lw: dict, x: torch.Tensor) -> torch.Tensor:
+    """``h + down(silu(gate(x)) · up(x))`` (SwiGLU, Shazeer 2020)."""
+    if "gate_up_proj" in lw:
+        gate, up = F.linear(x, *lw["gate_up_proj"]).chunk(2, dim=-1)
+    else:
+        gate, up = F.linear(x, *lw["gate_proj"]), F.linear(x, *lw["up_proj"])
+    return _residual_linear(h, F.silu(gate) * up, lw["down_proj"])
 
 
 def prefill(W: DecoderWeights, ids_BL: torch.Tensor, mask_BL: torch.Tensor
@@ -184,16 +223,16 @@ def prefill(W: DecoderWeights, ids_BL: torch.Tensor, mask_BL: torch.Tensor
     h = F.embedding(ids_BL, W.embed)
     kv = []
     for lw in W.layers:
-        x = rms_norm(h, lw["ln1"], W.eps)
-        q = _rotate(F.linear(x, *lw["q_proj"]).view(B, L, H, D).transpose(1, 2), cos, sin)
-        k = _rotate(F.linear(x, *lw["k_proj"]).view(B, L, Hkv, D).transpose(1, 2), cos, sin)
-        v = F.linear(x, *lw["v_proj"]).view(B, L, Hkv, D).transpose(1, 2)
+        q, k, v = _qkv(lw, rms_norm(h, lw["ln1"], W.eps), H, Hkv, D)
+        q = _rotate(q.reshape(B, L, H, D).transpose(1, 2), cos, sin)
+        k = _rotate(k.reshape(B, L, Hkv, D).transpose(1, 2), cos, sin)
+        v = v.reshape(B, L, Hkv, D).transpose(1, 2)
         kv.append((k, v))
         rep = H // Hkv
         a = F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
                                            attn_mask=allow_B1LL, scale=D ** -0.5)
-        h = h + F.linear(a.transpose(1, 2).reshape(B, L, H * D), *lw["o_proj"])
-        h = h + _mlp(lw, rms_norm(h, lw["ln2"], W.eps))
+        h = _residual_linear(h, a.transpose(1, 2).reshape(B, L, H * D), lw["o_proj"])
+        h = _mlp(h, lw, rms_norm(h, lw["ln2"], W.eps))
     return rms_norm(h, W.norm, W.eps), kv
 
 
@@ -202,31 +241,45 @@ def logits(W: DecoderWeights, h: torch.Tensor) -> torch.Tensor:
     return F.linear(h, *W.head)
 
 
+def _decode_qkv(lw: dict, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, H: int, Hkv: int,
+                D: int) -> tuple[torch.Tensor, ...]:
+    """Rotated query ``[B, H, 1, D]``, rotated key and value ``[B, Hkv, 1, D]`` of one decoding step;
+    with fused weights q and k are adjacent in the GEMM's output and rotate as one tensor."""
+    B = x.shape[0]
+    if "qkv_proj" in lw:
+        qkv = F.linear(x, *lw["qkv_proj"])
+        qk = _rotate(qkv[:, :(H + Hkv) * D].reshape(B, H + Hkv, 1, D), cos, sin)
+        return qk[:, :H], qk[:, H:], qkv[:, (H + Hkv) * D:].reshape(B, Hkv, 1, D)
+    q, k, v = _qkv(lw, x, H, Hkv, D)
+    return (_rotate(q.reshape(B, H, 1, D), cos, sin), _rotate(k.reshape(B, Hkv, 1, D), cos, sin),
+            v.reshape(B, Hkv, 1, D))
+
+
 def decode_forward(W: DecoderWeights, tok_B: torch.Tensor, pos_B: torch.Tensor, slot_1: torch.Tensor,
                    valid_BS: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """One decoding step over static buffers; returns next-token logits ``[B, V]``.
 
     Writes each layer's key/value of ``tok_B`` (at positions ``pos_B``) into cache slot ``slot_1``
     and marks that slot valid in ``valid_BS`` (in place), then attends over all S slots with
-    ``valid_BS`` as the mask. No shape depends on the step and nothing reads a value back to the
-    host, so the step can be captured in a CUDA graph. Grouped-query attention without copying the
-    cache: the ``rep = H / Hkv`` query heads that share a KV head are laid out as ``rep`` query rows
-    of that head (HF's ``repeat_kv`` maps query head h to KV head h // rep).
+    ``valid_BS`` as the mask (turned once per step into an additive bias shared by the layers). No
+    shape depends on the step and nothing reads a value back to the host, so the step can be captured
+    in a CUDA graph. Grouped-query attention without copying the cache: the ``rep = H / Hkv`` query
+    heads that share a KV head are laid out as ``rep`` query rows of that head (HF's ``repeat_kv``
+    maps query head h to KV head h // rep).
     """
     B = tok_B.shape[0]
     H, Hkv, D = W.n_heads, W.n_kv, W.head_dim
     valid_BS.index_fill_(1, slot_1, True)
-    mask_B11S = valid_BS[:, None, None, :]
+    bias_B11S = torch.zeros(valid_BS.shape, dtype=W.dtype, device=valid_BS.device).masked_fill_(
+        ~valid_BS, float("-inf"))[:, None, None, :]
     cos, sin = rope(pos_B[:, None], W.inv_freq, W.dtype)       # [B, 1, D]
     h = F.embedding(tok_B, W.embed)                              # [B, Dm]
     for lw, (kc, vc) in zip(W.layers, cache):
-        x = rms_norm(h, lw["ln1"], W.eps)
-        q = _rotate(F.linear(x, *lw["q_proj"]).view(B, H, 1, D), cos, sin)
-        k = _rotate(F.linear(x, *lw["k_proj"]).view(B, Hkv, 1, D), cos, sin)
+        q, k, v = _decode_qkv(lw, rms_norm(h, lw["ln1"], W.eps), cos, sin, H, Hkv, D)
         kc.index_copy_(2, slot_1, k)
-        vc.index_copy_(2, slot_1, F.linear(x, *lw["v_proj"]).view(B, Hkv, 1, D))
-        a = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), kc, vc, attn_mask=mask_B11S,
+        vc.index_copy_(2, slot_1, v)
+        a = F.scaled_dot_product_attention(q.reshape(B, Hkv, H // Hkv, D), kc, vc, attn_mask=bias_B11S,
                                            scale=D ** -0.5)
-        h = h + F.linear(a.reshape(B, H * D), *lw["o_proj"])
-        h = h + _mlp(lw, rms_norm(h, lw["ln2"], W.eps))
+        h = _residual_linear(h, a.reshape(B, H * D), lw["o_proj"])
+        h = _mlp(h, lw, rms_norm(h, lw["ln2"], W.eps))
     return logits(W, rms_norm(h, W.norm, W.eps))
