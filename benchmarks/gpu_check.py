@@ -8,6 +8,9 @@ part still leaves the others in the JSON:
 
   decode        tokens/s of ``rollout.engine`` builtin (on CUDA: the static decoder with CUDA graphs),
                 static without graphs (``cuda_graphs=False``) and hf (``model.generate``), same prompts
+  decode_profile  where a decode step's time goes at the decode batch: ms per call of the sampling
+                math (``draw.next_token`` on [n, V] logits, top-p 1 and 0.9) and of the static decoder's
+                forward (``static_model.decode_forward``), eager and (CUDA) replayed from a CUDA graph
   rl_step       one GRPO step (rollout + score + update) through entrolab's Trainer, its time/*
                 metrics, completion tokens/s, peak CUDA memory and the update's MFU:
                 6 × N × update tokens / time/update_s / the GPU's peak dense bf16 FLOP/s (``PEAK_BF16``),
@@ -120,6 +123,56 @@ def decode(model, tok, device, sizes) -> dict:
         out[label] = {"wall_s": wall, "tokens": toks, "tokens_per_s": toks / wall}
     out["builtin_over_hf"] = out["builtin"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
     out["static_nograph_over_hf"] = out["static_nograph"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+    return out
+
+
+def _ms_per_call(fn, device, reps: int = 10) -> float:
+    for _ in range(2):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+@torch.no_grad()
+def decode_profile(model, device, sizes) -> dict:
+    """(a) the parts of one decode step at batch n = decode_prompts, cache of 64 + decode_tokens slots."""
+    from entrolab.rollout.draw import next_token
+    from entrolab.rollout.static_decoder import compute_dtype
+    from entrolab.rollout.static_model import DecoderWeights, decode_forward
+
+    n, V = sizes["decode_prompts"], model.config.vocab_size
+    g = torch.Generator(device=device).manual_seed(0)
+    logits_nV = torch.randn(n, V, generator=g, device=device).to(compute_dtype(model, None))
+    u_n = torch.rand(n, generator=g, device=device)
+    out = {f"next_token_ms_top_p{p}": _ms_per_call(lambda p=p: next_token(logits_nV, u_n, top_p=p), device)
+           for p in (1.0, 0.9)}
+    del logits_nV
+    W = DecoderWeights.from_model(model, fuse=device.type == "cuda")
+    S = -(-(64 + sizes["decode_tokens"]) // 8) * 8
+    cache = W.new_cache(n, S)
+    valid_nS = torch.ones(n, S, dtype=torch.bool, device=device)
+    tok_n = torch.randint(0, V, (n,), generator=g, device=device)
+    pos_n, slot_1 = torch.full((n,), 60, device=device), torch.tensor([S // 2], device=device)
+
+    def step():
+        decode_forward(W, tok_n, pos_n, slot_1, valid_nS, cache)
+
+    out["decode_forward_eager_ms"] = _ms_per_call(step, device)
+    if device.type == "cuda":
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        out["decode_forward_graph_ms"] = _ms_per_call(graph.replay, device)
+    out.update(batch=n, slots=S)
     return out
 
 
@@ -252,7 +305,8 @@ def run(*, small: bool, out: Path, device: str = "auto") -> dict:
     result["params"] = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        parts = {"decode": lambda: decode(model, tok, dev, sizes), "parity": lambda: parity(model, tok, dev),
+        parts = {"decode": lambda: decode(model, tok, dev, sizes),
+                 "decode_profile": lambda: decode_profile(model, dev, sizes), "parity": lambda: parity(model, tok, dev),
                  "update_parity": lambda: update_parity(build_tokenizer(SMALL["vocab_size"]), dev)}
         for name, fn in parts.items():
             _part(result, name, fn)
@@ -287,6 +341,11 @@ def table(r: dict) -> str:
     if "decode" in r:
         rows.append(f"decode builtin / hf {r['decode']['builtin_over_hf']:.2f}x   "
                     f"static_nograph / hf {r['decode']['static_nograph_over_hf']:.2f}x")
+    if "decode_profile" in r:
+        d = r["decode_profile"]
+        rows.append(f"decode step at batch {d['batch']}: next_token {d['next_token_ms_top_p1.0']:.2f} ms "
+                    f"(top-p 0.9: {d['next_token_ms_top_p0.9']:.2f} ms), forward {d['decode_forward_eager_ms']:.2f} ms eager"
+                    + (f", {d['decode_forward_graph_ms']:.2f} ms graph" if "decode_forward_graph_ms" in d else ""))
     for eng in ("builtin", "hf"):
         if "parity" in r:
             p = r["parity"][eng]

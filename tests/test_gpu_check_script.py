@@ -53,6 +53,9 @@ def test_small_run_writes_every_part(gc, tmp_path):
     for eng in ("builtin", "static_nograph", "hf"):
         d = result["decode"][eng]
         assert 0 < d["tokens"] <= sizes["decode_prompts"] * sizes["decode_tokens"] and d["tokens_per_s"] > 0
+    prof = result["decode_profile"]
+    assert prof["batch"] == sizes["decode_prompts"] and prof["slots"] % 8 == 0 and prof["slots"] >= 64 + sizes["decode_tokens"]
+    assert min(prof["next_token_ms_top_p1.0"], prof["next_token_ms_top_p0.9"], prof["decode_forward_eager_ms"]) > 0
     for eng in ("builtin", "hf"):
         # fp32 on CPU: the sampler's log-probs are the training forward's up to rounding.
         assert result["parity"][eng]["max_abs_dlogp"] < 1e-4
