@@ -43,6 +43,12 @@ def build(kind: str) -> torch.nn.Module:
     elif kind == "llama_gqa_bias":
         model = LlamaForCausalLM(LlamaConfig(**common, num_key_value_heads=1, attention_bias=True, mlp_bias=True,
                                              tie_word_embeddings=True))
+    elif kind == "llama3_rope":  # Llama 3.x's frequency-dependent RoPE scaling
+        rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16, "rope_theta": 500000.0}
+        model = LlamaForCausalLM(LlamaConfig(**common, num_key_value_heads=2, rope_parameters=rope))
+        default = 1.0 / (500000.0 ** (torch.arange(0, 8, 2).float() / 8))  # head_dim 8
+        assert not torch.allclose(model.model.rotary_emb.inv_freq, default)  # the scaling is not vacuous
     elif kind == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=True))
     else:
@@ -56,7 +62,7 @@ def _hf_logits(model, ids_BL, mask_BL):
 
 
 @pytest.mark.parametrize("fuse", [False, True])
-@pytest.mark.parametrize("kind", ["llama", "llama_gqa_bias", "qwen2", "mistral"])
+@pytest.mark.parametrize("kind", ["llama", "llama_gqa_bias", "llama3_rope", "qwen2", "mistral"])
 @torch.no_grad()
 def test_static_forward_matches_hf_logits_prefill_and_5_decode_steps(kind, fuse):
     """Separate weights (CPU default, no copies) and fused q/k/v, gate/up (CUDA default) alike."""
@@ -110,8 +116,8 @@ def test_static_support_names_the_reason_for_unsupported_models():
     common = dict(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=1, n_head=4))
     assert "GPT2LMHeadModel" in static_support(gpt2)
-    scaled = LlamaForCausalLM(LlamaConfig(**common, rope_scaling={"rope_type": "linear", "factor": 2.0}))
-    assert "rope scaling 'linear'" in static_support(scaled)
+    scaled = LlamaForCausalLM(LlamaConfig(**common, rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+    assert "rope scaling 'dynamic' (only default, linear, llama3)" in static_support(scaled)
     sliding = MistralForCausalLM(MistralConfig(**common, sliding_window=8))
     assert "sliding-window" in static_support(sliding)
     gelu = LlamaForCausalLM(LlamaConfig(**common, hidden_act="gelu"))

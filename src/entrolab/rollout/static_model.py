@@ -24,6 +24,9 @@ import torch.nn.functional as F
 
 #: ``config.model_type`` → the one HF class whose forward this module reproduces.
 SUPPORTED = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+#: RoPE variants whose frequencies HF fixes at init (``rotary_emb.inv_freq``, read here) with cos/sin
+#: unscaled; "dynamic" and "longrope" change them with the sequence length, "yarn" scales cos/sin.
+STATIC_ROPE = ("default", "linear", "llama3")
 _SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> reason (None = supported)
 
 
@@ -45,8 +48,8 @@ def _check(model: torch.nn.Module) -> str | None:
         return f"{cls} (model_type {model_type!r}) is not one of {sorted(SUPPORTED.values())}"
     if getattr(cfg, "hidden_act", None) != "silu":
         return f"hidden_act {cfg.hidden_act!r} (only silu)"
-    if _rope_type(cfg) != "default":
-        return f"rope scaling {_rope_type(cfg)!r} (only default RoPE)"
+    if _rope_type(cfg) not in STATIC_ROPE:
+        return f"rope scaling {_rope_type(cfg)!r} (only {', '.join(STATIC_ROPE)})"
     if getattr(cfg, "use_sliding_window", False) or (model_type == "mistral" and cfg.sliding_window is not None):
         return f"sliding-window attention (sliding_window={cfg.sliding_window})"
     kinds = set(getattr(cfg, "layer_types", None) or ["full_attention"])
@@ -72,7 +75,7 @@ def static_support(model: torch.nn.Module) -> str | None:
     """None if ``model``'s forward is reproduced by this module, else the reason it is not (cached per model).
 
     Supported: plain ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` with silu,
-    default RoPE, full attention in every layer (no sliding window), any attention/MLP biases, GQA,
+    RoPE of a kind in ``STATIC_ROPE`` (default, linear, llama3), full attention in every layer (no sliding window), any attention/MLP biases, GQA,
     tied or untied head. Anything wrapped (peft's LoRA models are ``PeftModel``s), hooked or
     quantized is refused, so callers fall back to the builtin loop.
     """
