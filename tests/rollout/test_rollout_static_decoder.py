@@ -208,11 +208,13 @@ def test_generate_from_ids_is_sample_without_groups(eos_lm, engine):
 def test_generate_from_ids_engines_agree_and_reject_bad_contexts(eos_lm):
     model, tok = eos_lm
     ids = [[tok.bos_token_id, 5, 6, 7], [tok.bos_token_id], [tok.bos_token_id] + [9] * 11]
-    kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=9, greedy=True)
-    a, b = sampler.generate_from_ids(model, ids, **kw), static_decoder.generate_from_ids(model, ids, **kw)
-    for i in (0, 3, 4):
-        assert torch.equal(a[i], b[i])
-    torch.testing.assert_close(a[1], b[1], atol=1e-5, rtol=0)
+    for T in (1, 9):  # T = 1: the prefill's draw only, no decode step
+        kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=T, greedy=True)
+        a, b = sampler.generate_from_ids(model, ids, **kw), static_decoder.generate_from_ids(model, ids, **kw)
+        assert a[0].shape == (3, T)
+        for i in (0, 3, 4):
+            assert torch.equal(a[i], b[i])
+        torch.testing.assert_close(a[1], b[1], atol=1e-5, rtol=0)
     for fn in (sampler.generate_from_ids, static_decoder.generate_from_ids):
         with pytest.raises(ValueError, match="context 1 is empty"):
             fn(model, [[1, 2], []], **kw)
