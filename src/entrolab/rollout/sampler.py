@@ -5,6 +5,10 @@ every sampled token from the same logits it samples from (no second forward), sh
 prefill across the G members of a group, drops finished sequences from the batch, and takes its
 randomness only from the caller's generator (docs/testbed.md has the benchmark against generate).
 
+On a CUDA model whose forward ``rollout.static_model`` reproduces, ``sample`` and ``generate_from_ids``
+run the static decoder instead (``rollout.static_decoder``: static KV cache, CUDA-graph decode step);
+on CPU this loop runs, unchanged.
+
 Layout: sequences of prompt p are rows p·G … p·G+G−1 (``group_id_B[b] = b // G``). Prompts are
 left-padded; position ids count real tokens only (``cumsum(mask) − 1``), the convention of
 ``models.forward.completion_stats``, so a re-scored batch has importance ratio exactly 1.
