@@ -123,8 +123,11 @@ def test_static_support_names_the_reason_for_unsupported_models():
     gelu = LlamaForCausalLM(LlamaConfig(**common, hidden_act="gelu"))
     assert "hidden_act 'gelu'" in static_support(gelu)
     hooked = LlamaForCausalLM(LlamaConfig(**common))
+    hooked(input_ids=torch.tensor([[1, 2]]), output_hidden_states=True)  # transformers' inert capture hooks
+    assert static_support(hooked) is None
+    hooked = LlamaForCausalLM(LlamaConfig(**common))
     hooked.model.layers[0].mlp.register_forward_hook(lambda *a: None)
-    assert "forward hooks" in static_support(hooked)
+    assert "module model.layers.0.mlp has forward hooks" in static_support(hooked)
     with pytest.raises(ValueError, match="does not support this model: .*GPT2"):
         DecoderWeights.from_model(gpt2)
 

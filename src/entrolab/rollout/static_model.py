@@ -41,6 +41,13 @@ def _rope_type(cfg) -> str:
     return "default"
 
 
+def _inert(hook) -> bool:
+    """transformers 5 leaves output-capture hooks on decoder layers once a forward asked for hidden
+    states or attentions; they only record outputs (when a collector is active) and change nothing."""
+    return (getattr(hook, "__module__", "") or "").startswith("transformers.utils.") and \
+        "captur" in getattr(hook, "__qualname__", "")
+
+
 def _check(model: torch.nn.Module) -> str | None:
     cls, cfg = type(model).__name__, getattr(model, "config", None)
     model_type = getattr(cfg, "model_type", None)
@@ -60,7 +67,7 @@ def _check(model: torch.nn.Module) -> str | None:
             return f"config.{key} is set"
     for name, mod in model.named_modules():
         # Hooks (accelerate offload, adapters, probes) would be skipped by reading weights directly.
-        if mod._forward_hooks or mod._forward_pre_hooks:
+        if any(not _inert(h) for h in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
             return f"module {name or type(mod).__name__} has forward hooks"
         if isinstance(mod, torch.nn.Linear) and type(mod) is not torch.nn.Linear:
             return f"module {name} is a {type(mod).__name__}, not a plain torch.nn.Linear"
