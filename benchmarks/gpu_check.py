@@ -328,7 +328,7 @@ def _part(result: dict, name: str, fn) -> None:
     try:
         result[name] = fn()
     except Exception as err:  # one failing part must not lose the others (the JSON records why)
-        result["errors"][name] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+        result["errors"][name] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=-8)}"
     result.setdefault("part_wall_s", {})[name] = time.perf_counter() - t0
 
 

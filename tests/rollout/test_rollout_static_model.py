@@ -125,6 +125,14 @@ def test_static_support_names_the_reason_for_unsupported_models():
     hooked = LlamaForCausalLM(LlamaConfig(**common))
     hooked(input_ids=torch.tensor([[1, 2]]), output_hidden_states=True)  # transformers' inert capture hooks
     assert static_support(hooked) is None
+    from entrolab.models.loading import enable_activation_checkpointing
+
+    checkpointed = LlamaForCausalLM(LlamaConfig(**common))
+    enable_activation_checkpointing(checkpointed)  # puts enable_input_require_grads' hook on the embeddings
+    assert checkpointed.model.embed_tokens._forward_hooks and static_support(checkpointed) is None
+    checkpointed_other = LlamaForCausalLM(LlamaConfig(**common))
+    checkpointed_other.model.embed_tokens.register_forward_hook(lambda *a: None)
+    assert "module model.embed_tokens has forward hooks" in static_support(checkpointed_other)
     hooked = LlamaForCausalLM(LlamaConfig(**common))
     hooked.model.layers[0].mlp.register_forward_hook(lambda *a: None)
     assert "module model.layers.0.mlp has forward hooks" in static_support(hooked)

@@ -42,10 +42,15 @@ def _rope_type(cfg) -> str:
 
 
 def _inert(hook) -> bool:
-    """transformers 5 leaves output-capture hooks on decoder layers once a forward asked for hidden
-    states or attentions; they only record outputs (when a collector is active) and change nothing."""
-    return (getattr(hook, "__module__", "") or "").startswith("transformers.utils.") and \
-        "captur" in getattr(hook, "__qualname__", "")
+    """Hooks that change no output value, so reading the weights directly loses nothing:
+    transformers 5's output-capture hooks (left on decoder layers once a forward asked for hidden
+    states or attentions; they only record), and the hook activation checkpointing puts on the input
+    embeddings (``enable_input_require_grads``: it marks the output as requiring grad, for backward
+    through checkpointed layers; sampling runs without grad)."""
+    module = getattr(hook, "__module__", "") or ""
+    name = getattr(hook, "__qualname__", "")
+    return (module.startswith("transformers.utils.") and "captur" in name) or (
+        module.startswith("transformers.") and name.startswith("PreTrainedModel.enable_input_require_grads."))
 
 
 def _check(model: torch.nn.Module) -> str | None:
