@@ -36,6 +36,7 @@ SUPPORT: dict[str, dict[str, str]] = {
         "countdown": "yes",
         "jsonl": "no: verl reads prompts and answers from its own parquet files (data.train_files); use verl's "
                  "built-in scorers for them",
+        "routing": "no: a multi-turn environment; verl's rollout generates one completion per prompt here",
     },
     "rewards": {
         "verifier": "yes", "format": "yes", "incorrect": "yes", "near_miss": "yes",
@@ -47,6 +48,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "closeness": "no: added after the verl adapter; not yet checked through compute_score",
         "tool_call": "no: reads the tool calls per episode of entrolab's multi-turn rollouts (extras['tool_calls_B']) "
                      "and the trainer step; verl's compute_score sees one completion's text",
+        "router_r1": "no: reads multi-turn episodes (per-turn infos and malformed counts); verl's compute_score "
+                     "sees one completion's text",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
                     "stream would neither be the recipe's nor reproducible",
     },
