@@ -17,6 +17,7 @@ from entrolab.advantages.spear import (
     recalibrated_advantage,
     replay_weight,
 )
+from entrolab.agents.episodes import Episode
 from entrolab.registry import ADVANTAGES
 from entrolab.types import RolloutBatch
 
@@ -29,7 +30,10 @@ def episodic(make_batch, rewards, group_id, *, step=0, T=4):
     b.mask_BT[:, 2] = False
     b.extras.update({"turn_id_BT": torch.tensor([[0, 0, -1, 1]] * B), "tool_calls_B": torch.arange(B),
                      "episode_return_B": b.rewards_B.clone(), "sampling_temperature_B": torch.ones(B),
-                     "logp_at_T1.2_BT": torch.zeros(B, T), "episodes": ["not a row extra"] * 7})
+                     "logp_at_T1.2_BT": torch.zeros(B, T), "note": ["not a row extra"] * 7,
+                     "episodes": [Episode(actions=[f"ep{step}.{i}"], observations=["= 1"], rewards=[float(r)],
+                                          infos=[{"tool_call": True}], outcome=v, stop="done")
+                                  for i, (r, v) in enumerate(zip(rewards, b.verdicts))]})
     b.step = step
     adv_B, _ = ADVANTAGES.build("spear", {})(b)
     b.adv_BT = adv_B[:, None] * b.mask_BT.float()
@@ -87,7 +91,9 @@ def test_buffer_insertion_and_eviction_by_hand(make_batch):
     assert buf.rows.group_id_B.tolist() == [0, 1] and [p.id for p in buf.rows.prompts] == ["p1", "p0"]
     # stored rows are unscored and keep only per-row, unscored extras
     assert buf.rows.old_logp_BT is None and buf.rows.entropy_BT is None
-    assert set(buf.rows.extras) == {"turn_id_BT", "tool_calls_B", "episode_return_B", "sampling_temperature_B"}
+    assert set(buf.rows.extras) == {"turn_id_BT", "tool_calls_B", "episode_return_B", "sampling_temperature_B",
+                                    "episodes"}
+    assert [e.actions for e in buf.rows.extras["episodes"]] == [["ep1.1"], ["ep3.0"]]  # records follow their rows
     rows, steps = buf.take()
     assert rows.batch_size == 2 and steps.tolist() == [1, 3] and len(buf) == 0 and buf.rows is None
 
@@ -118,6 +124,7 @@ def test_replay_fires_recalibrates_and_resets(make_batch):
     both = RolloutBatch.concat([b1, out])
     assert both.batch_size == 6 and both.extras[REPLAY_KEY].tolist() == [False] * 4 + [True] * 2
     assert both.extras["turn_id_BT"].shape == (6, 4) and both.adv_BT[4:].tolist() == out.adv_BT.tolist()
+    assert [e.actions[0] for e in both.extras["episodes"][4:]] == out.texts  # the replayed rows' records
     logged = {}
     spear.on_step_end(logged)
     assert logged["spear/replayed"] == 2.0 and spear.metrics == {}
@@ -178,7 +185,8 @@ def test_state_round_trip_gives_identical_next_replay(make_batch):
     for name in ("completion_ids_BT", "mask_BT", "adv_BT", "rewards_B", "prompt_ids_BL"):
         assert torch.equal(getattr(x, name), getattr(y, name)), name
     assert x.prompts == y.prompts and x.verdicts == y.verdicts
-    assert all(torch.equal(x.extras[k], y.extras[k]) for k in x.extras) and x.extras.keys() == y.extras.keys()
+    assert x.extras.keys() == y.extras.keys() and x.extras.pop("episodes") == y.extras.pop("episodes")
+    assert all(torch.equal(x.extras[k], y.extras[k]) for k in x.extras)
     assert torch.equal(a.mean_hist_N, b.mean_hist_N) and torch.equal(a.generator.get_state(), b.generator.get_state())
 
 

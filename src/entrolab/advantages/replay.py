@@ -1,6 +1,6 @@
 """A replay buffer of whole rollout rows, checkpointable as tensors and lists (SPEAR's self-imitation).
 
-Rows are kept as one compact ``RolloutBatch`` (only the prompts they use, groups preserved: rows of
+Rows are kept as one compact ``RolloutBatch`` (with their ``Episode`` records, if any) (only the prompts they use, groups preserved: rows of
 one prompt group sampled at one step stay one group) plus the step each row was sampled at. The
 scored fields (``old_logp_BT``, ``entropy_BT``, ``ref_logp_BT``, ``hidden_BTD``) and scored extras
 are dropped on insertion: the trainer re-scores replayed rows under the current policy.
@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
-from entrolab.types import Prompt, RolloutBatch, Verdict, is_row_extra
+from entrolab.types import Prompt, RolloutBatch, Verdict, is_row_extra, is_row_list
+
+#: The row list of ``Episode`` records of a multi-turn batch (``types.ROW_LISTS``).
+EPISODES = "episodes"
 
 #: Scored row extras that describe the policy at sampling time, not the row: never replayed.
 SCORED_EXTRA_PREFIXES = ("logp_at_T", "sampling_logp_", "policy_logp_")
@@ -53,7 +56,8 @@ def batch_state(batch: RolloutBatch) -> dict[str, Any]:
         elif f.name == "verdicts":
             v = None if v is None else [asdict(x) for x in v]
         elif f.name == "extras":
-            v = {k: t.detach().cpu().clone() for k, t in v.items() if is_row_extra(k, t, batch.batch_size)}
+            v = {k: (t.detach().cpu().clone() if is_row_extra(k, t, batch.batch_size) else [asdict(e) for e in t])
+                 for k, t in v.items() if is_row_extra(k, t, batch.batch_size) or _is_episodes(k, t, batch)}
         elif f.name == "reward_terms":
             v = {k: t.detach().cpu().clone() for k, t in v.items()}
         elif isinstance(v, torch.Tensor):
@@ -66,11 +70,22 @@ def batch_state(batch: RolloutBatch) -> dict[str, Any]:
 
 def batch_from_state(state: dict[str, Any]) -> RolloutBatch:
     """Inverse of ``batch_state``."""
+    from entrolab.agents.episodes import Episode
+
     kw = dict(state)
     kw["prompts"] = [Prompt(**p) for p in kw["prompts"]]
     if kw.get("verdicts") is not None:
         kw["verdicts"] = [Verdict(**v) for v in kw["verdicts"]]
+    kw["extras"] = dict(kw["extras"])
+    if EPISODES in kw["extras"]:
+        kw["extras"][EPISODES] = [Episode(**{**e, "outcome": None if e["outcome"] is None else Verdict(**e["outcome"])})
+                                  for e in kw["extras"][EPISODES]]
     return RolloutBatch(**kw)
+
+
+def _is_episodes(name: str, value: Any, batch: RolloutBatch) -> bool:
+    """The multi-turn batch's per-row ``Episode`` records (kept with their rows, as plain dicts in state)."""
+    return name == EPISODES and is_row_list(name, value, batch.batch_size)
 
 
 class ReplayBuffer:
