@@ -1,0 +1,253 @@
+"""The guessing game: hand-checked episodes, the structure/memory switches, splits, the expert, charset."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from entrolab.agents.env import is_episodic
+from entrolab.agents.envs.guessing import Guessing, GuessingEnv, draw_world, expert_guesses, format_prompt
+from entrolab.components import build_one
+from entrolab.registry import TASKS
+from entrolab.types import Prompt, Task, Verdict
+
+SMALL = dict(n_train=40, n_validation=10, n_test=10, n_sft=20)
+# target 20 on 1..31; the world's earlier targets 5, 20, 5, 9
+P = Prompt("p", "past 5 20 5 9; guess 1..31", {"world": 0, "home": [5, 20], "past": [5, 20, 5, 9], "target": 20})
+
+
+def _env(**kw):
+    env = Guessing(**SMALL, **kw).make_env(P, seed=0)
+    assert env.reset(P) == ""
+    return env
+
+
+def test_guessing_is_a_registered_episodic_task():
+    task = build_one(TASKS, {"name": "guessing", **SMALL, "structure": False, "memory": False}, "task")
+    assert isinstance(task, Guessing) and isinstance(task, Task) and is_episodic(task)
+    assert (task.structure, task.memory, task.max_turns) == (False, False, 8)
+
+
+def test_guessing_episode_by_hand():
+    """16 -> higher (17..31), 10 -> higher (inconsistent: 10 < 17), 24 -> lower (17..23), 20 -> correct.
+
+    Four turns: reward 1 - 0.1 * 3 = 0.7 on the finding turn, 0 before it.
+    """
+    env = _env()
+    steps = [env.step(a) for a in ("<guess>16</guess>", "hmm <guess>10</guess>", "<guess>24</guess>",
+                                   "<guess>20</guess>")]
+    assert [s.observation for s in steps] == ["higher", "higher", "lower", "correct"]
+    assert [s.reward for s in steps] == [0.0, 0.0, 0.0, pytest.approx(0.7)]
+    assert [s.done for s in steps] == [False, False, False, True]
+    assert [s.info["useful"] for s in steps] == [True, False, True, True]
+    assert [s.info["from_history"] for s in steps] == [False, False, False, True]
+    assert all(s.info["tool_call"] and not s.info["malformed"] for s in steps)
+    assert env.outcome() == Verdict(pytest.approx(0.7), True, "20", "ok")
+
+
+def test_guessing_repeat_and_out_of_range_guesses():
+    env = _env(max_turns=12)
+    assert env.step("<guess>25</guess>").info["useful"]
+    r = env.step("<guess>25</guess>")                       # already guessed: feedback excluded it
+    assert (r.observation, r.info["useful"], r.info["from_history"]) == ("lower", False, False)
+    for body in ("32", "0", "-3", "abc", "2.5", ""):
+        r = env.step(f"<guess>{body}</guess>")
+        assert (r.observation, r.reward, r.done) == ("error: guess a whole number from 1 to 31", 0.0, False)
+        assert r.info["tool_call"] and not r.info["useful"]
+    r = env.step("<guess>5</guess>")                         # a history value, consistent, wrong
+    assert (r.observation, r.info["useful"], r.info["from_history"]) == ("higher", True, True)
+    r = env.step("<guess>20</guess>")                        # the 10th turn: 1 - 0.1 * 9
+    assert r.done and r.reward == pytest.approx(0.1)
+
+
+def test_guessing_malformed_turns_cost_a_turn():
+    env = _env()
+    r = env.step("<guess>20")
+    assert r.observation == "error: unclosed <guess>" and r.info["malformed"] and not r.done
+    assert not r.info["useful"] and r.reward == 0.0
+    assert env.step("<guess>20</guess>").reward == pytest.approx(0.9)
+
+
+def test_guessing_penalty_floors_at_zero():
+    env = _env(guess_penalty=0.3)
+    for g in (1, 2, 3, 4):
+        assert env.step(f"<guess>{g}</guess>").reward == 0.0
+    r = env.step("<guess>20</guess>")                        # 1 - 0.3 * 4 < 0
+    assert (r.reward, r.done) == (0.0, True) and env.outcome().correct
+
+
+def test_guessing_turn_budget():
+    env = _env(max_turns=3)
+    rs = [env.step(f"<guess>{g}</guess>") for g in (1, 2, 3)]
+    assert [r.done for r in rs] == [False, False, True] and all(r.reward == 0.0 for r in rs)
+    assert env.outcome() == Verdict(0.0, False, "3", "wrong_value")
+    r = env.step("<guess>20</guess>")                        # past the end: told so, nothing changes
+    assert (r.observation, r.reward, r.done) == ("error: the episode is over", 0.0, True)
+    assert not env.outcome().correct
+
+
+@pytest.mark.parametrize("action, reward, verdict", [
+    ("<answer>20</answer>", 1.0, Verdict(1.0, True, "20", "ok")),
+    ("<answer>7</answer>", 0.0, Verdict(0.0, False, "7", "wrong_value")),
+    ("<answer>x</answer>", 0.0, Verdict(0.0, False, None, "bad_answer")),
+])
+def test_guessing_answer_is_a_final_guess(action, reward, verdict):
+    env = _env()
+    r = env.step(action)
+    assert (r.reward, r.done) == (reward, True) and env.outcome() == verdict
+    assert r.observation in ("", "correct", "error: guess a whole number from 1 to 31")
+
+
+def test_guessing_memory_off_env_has_no_history():
+    env = Guessing(**SMALL, memory=False).make_env(P, seed=0)
+    assert env.past == [] and not env.step("<guess>5</guess>").info["from_history"]
+
+
+def test_expert_guesses_by_hand():
+    # binary search: 16 (-> 17..31), 24 (-> 17..23), 20
+    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=False) == [16, 24, 20]
+    # exploit: history values by count (5 twice), then ties smaller first (9, 20)
+    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=True) == [5, 9, 20]
+    # 9 (twice) -> higher (10..31); 5 is no longer allowed; 30 -> lower (10..29); then binary
+    # search: 19 -> higher (20..29), 24 -> lower (20..23), 21 -> higher (22..23), 22
+    assert expert_guesses(22, [9, 5, 9, 30], n_values=31, exploit=True) == [9, 30, 19, 24, 21, 22]
+    for t in range(1, 32):      # binary search needs at most 5 guesses on 1..31, any target
+        assert len(expert_guesses(t, None, n_values=31, exploit=True)) <= 5
+        assert expert_guesses(t, None, n_values=31, exploit=True)[-1] == t
+
+
+def test_guessing_switches_change_only_what_they_should():
+    """structure picks home draws vs uniform draws of the SAME random stream; memory only edits the text."""
+    base = Guessing(**SMALL, seed=7)
+    plain = Guessing(**SMALL, seed=7, structure=False)
+    noisy = Guessing(**SMALL, seed=7, noise=1.0)             # every structured target replaced by the uniform draw
+    blind = Guessing(**SMALL, seed=7, memory=False)
+    for split in ("train", "test"):
+        b, u, n, m = (t.prompts(split) for t in (base, plain, noisy, blind))
+        assert u == n                                       # structure off == structure on with all-noise
+        for pb, pu, pm in zip(b, u, m):
+            assert pb.id == pu.id == pm.id and pb.meta["home"] == pu.meta["home"]
+            assert set(pb.meta["past"] + [pb.meta["target"]]) <= set(pb.meta["home"])
+            assert pm.meta == pb.meta                       # memory: the same worlds and targets
+            assert pm.text == "guess 1..31"
+            assert pb.text == "past " + " ".join(map(str, pb.meta["past"])) + "; guess 1..31"
+
+
+def test_guessing_structure_makes_the_history_informative():
+    """P(target among 4 past targets): structure 1 - (1/2)^4 = 0.94; uniform 1 - (30/31)^4 = 0.12."""
+    def hit_rate(structure):
+        ps = Guessing(n_train=2000, n_validation=0, n_test=0, n_sft=0, structure=structure).prompts("train")
+        return sum(p.meta["target"] in p.meta["past"] for p in ps) / len(ps)
+    assert 0.91 < hit_rate(True) < 0.97 and 0.09 < hit_rate(False) < 0.16
+
+
+def test_draw_world_is_deterministic():
+    kw = dict(n_values=31, homes=2, history=4, noise=0.0, structure=True)
+    assert draw_world(1, 5, **kw) == draw_world(1, 5, **kw) != draw_world(1, 6, **kw)
+    assert format_prompt([1, 2], 9) == "past 1 2; guess 1..9" and format_prompt(None, 9) == "guess 1..9"
+
+
+def test_guessing_splits_are_deterministic_and_disjoint():
+    a, b = Guessing(**SMALL, seed=3), Guessing(**SMALL, seed=3)
+    worlds = []
+    for split, n in (("train", 40), ("validation", 10), ("test", 10), ("sft", 20)):
+        ps = a.prompts(split)
+        assert ps == b.prompts(split) and [p.id for p in ps] == [f"{split}-{i:05d}" for i in range(n)]
+        worlds += [p.meta["world"] for p in ps]
+    assert sorted(worlds) == list(range(80))                # every prompt its own world
+    assert Guessing(**SMALL, seed=4).prompts("test") != a.prompts("test")
+    assert Guessing(**{**SMALL, "n_train": 3}, seed=3).prompts("test") == a.prompts("test")
+
+
+def test_guessing_prompt_without_meta_is_found_by_id():
+    task = Guessing(**SMALL, memory=False)
+    p = task.prompts("validation")[3]
+    bare = Prompt(p.id, p.text)
+    assert task.problem(bare) == (p.meta["target"], p.meta["past"])
+    assert task.verify(bare, f"<guess>{p.meta['target']}</guess>").correct
+    with pytest.raises(ValueError, match="prompt 'test-00099' has no target in its meta"):
+        task.problem(Prompt("test-00099", p.text))
+    with pytest.raises(ValueError, match="another seed or setting"):
+        task.problem(Prompt(p.id, "past 1 2 3 4; guess 1..31"))
+
+
+@pytest.mark.parametrize("text, reason, answer", [
+    ("<guess>16</guess>higher<guess>20</guess>correct", "ok", "20"),
+    ("<guess>20</guess><answer>3</answer>", "wrong_value", "3"),   # an answer beats any guess
+    ("<answer>020</answer>", "ok", "20"),
+    ("<guess>16</guess>", "wrong_value", "16"),
+    ("no tags", "no_answer", None), ("<guess>x</guess>", "bad_answer", None),
+])
+def test_guessing_verify_reads_a_bare_text(text, reason, answer):
+    v = Guessing(**SMALL).verify(P, text)
+    ok = reason == "ok"
+    assert v == Verdict(float(ok), ok, answer, reason)
+
+
+@pytest.mark.parametrize("memory", [True, False])
+@pytest.mark.parametrize("structure", [True, False])
+def test_guessing_demonstrations_replay_to_success(structure, memory):
+    task = Guessing(**SMALL, structure=structure, memory=memory)
+    rng, first = random.Random(0), []
+    for p in task.prompts("sft"):
+        for _ in range(5):
+            demo = task.episode_demonstration(p, rng)
+            env = task.make_env(p, seed=0)
+            env.reset(p)
+            for i, (action, obs) in enumerate(demo):
+                r = env.step(action)
+                assert r.observation == obs and r.done == (i == len(demo) - 1)
+            assert env.outcome().correct and r.reward == pytest.approx(1 - 0.1 * (len(demo) - 1))
+            assert len(demo) <= task.max_turns
+            first.append(int(demo[0][0][len("<guess>"):-len("</guess>")]))
+    exploit_share = sum(g != 16 for g in first) / len(first)  # binary search always opens with 16
+    if memory:
+        assert 0.35 < exploit_share < 0.65                    # about demo_exploit = 0.5
+    else:
+        assert exploit_share == 0                              # no history in the prompt: nothing to exploit
+
+
+def test_guessing_demo_exploit_rate_extremes():
+    p = Guessing(**SMALL).prompts("sft")[0]
+    top = sorted(p.meta["past"], key=lambda v: (-p.meta["past"].count(v), v))[0]
+    never = Guessing(**SMALL, demo_exploit=0.0).episode_demonstration(p, random.Random(0))
+    always = Guessing(**SMALL, demo_exploit=1.0).episode_demonstration(p, random.Random(0))
+    assert never[0][0] == "<guess>16</guess>" and always[0][0] == f"<guess>{top}</guess>"
+
+
+_TASK = Guessing(n_train=100, n_validation=0, n_test=0, n_sft=0)
+_CHARS = st.sampled_from(_TASK.charset())
+
+
+@settings(max_examples=300, deadline=None)
+@given(idx=st.integers(0, 99), turns=st.lists(st.one_of(
+    st.text(_CHARS, max_size=30),
+    st.builds(lambda name, body: f"<{name}>{body}</{name}>", st.sampled_from(["guess", "answer", "calc"]),
+              st.text(st.sampled_from("0123456789 -.x<>"), max_size=6))), min_size=1, max_size=9))
+def test_guessing_charset_covers_everything_the_env_prints(idx, turns):
+    p = _TASK.prompts("train")[idx]
+    env = _TASK.make_env(p, seed=0)
+    printed = p.text + env.reset(p)
+    for t in turns:
+        printed += env.step(t).observation
+    for action, obs in _TASK.episode_demonstration(p, random.Random(idx)):
+        printed += action + obs
+    assert set(printed) <= set(_TASK.charset())
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"structure": "yes"}, "structure must be true or false"), ({"memory": 1}, "memory must be true or false"),
+    ({"homes": 40}, "homes must be in"), ({"noise": 2.0}, "noise must be"), ({"n_values": 1}, "n_values must be"),
+    ({"guess_penalty": -0.1}, "guess_penalty must be"), ({"demo_exploit": "half"}, "demo_exploit must be"),
+])
+def test_guessing_bad_settings_name_the_key(kw, msg):
+    with pytest.raises(ValueError, match=f"guessing: {msg}"):
+        Guessing(**kw)
+
+
+def test_guessing_env_direct_construction():
+    env = GuessingEnv(3, None, n_values=4, max_turns=2)
+    assert env.step("<guess>2</guess>").observation == "higher"
+    r = env.step("<guess>3</guess>")
+    assert (r.observation, r.done, r.reward) == ("correct", True, pytest.approx(0.9))
