@@ -78,7 +78,7 @@ def test_guessing_penalty_floors_at_zero():
 
 
 def test_guessing_turn_budget():
-    env = _env(max_turns=3)
+    env = GuessingEnv(20, P.meta["past"], max_turns=3)   # below the task's own minimum (the expert's worst case)
     rs = [env.step(f"<guess>{g}</guess>") for g in (1, 2, 3)]
     assert [r.done for r in rs] == [False, False, True] and all(r.reward == 0.0 for r in rs)
     assert env.outcome() == Verdict(0.0, False, "3", "wrong_value")
@@ -106,15 +106,43 @@ def test_guessing_memory_off_env_has_no_history():
 
 def test_expert_guesses_by_hand():
     # binary search: 16 (-> 17..31), 24 (-> 17..23), 20
-    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=False) == [16, 24, 20]
-    # exploit: history values by count (5 twice), then ties smaller first (9, 20)
-    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=True) == [5, 9, 20]
-    # 9 (twice) -> higher (10..31); 5 is no longer allowed; 30 -> lower (10..29); then binary
-    # search: 19 -> higher (20..29), 24 -> lower (20..23), 21 -> higher (22..23), 22
-    assert expert_guesses(22, [9, 5, 9, 30], n_values=31, exploit=True) == [9, 30, 19, 24, 21, 22]
-    for t in range(1, 32):      # binary search needs at most 5 guesses on 1..31, any target
-        assert len(expert_guesses(t, None, n_values=31, exploit=True)) <= 5
-        assert expert_guesses(t, None, n_values=31, exploit=True)[-1] == t
+    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=0) == [16, 24, 20]
+    # exploit: history values by count (5 twice), then ties smaller first (9, 20); 2 or 3 of them
+    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=2) == [5, 9, 20]
+    assert expert_guesses(20, [5, 20, 5, 9], n_values=31, exploit=3) == [5, 9, 20]
+    # ranked 9 (twice), 5, 30. Two of them: 9 -> higher (10..31), 5 no longer allowed, binary
+    # search: 20 -> higher (21..31), 26 -> lower (21..25), 23 -> lower (21..22), 21 -> higher, 22
+    assert expert_guesses(22, [9, 5, 9, 30], n_values=31, exploit=2) == [9, 20, 26, 23, 21, 22]
+    # three of them: 9, then 30 -> lower (10..29), then 19 -> higher (20..29), 24, 21, 22
+    assert expert_guesses(22, [9, 5, 9, 30], n_values=31, exploit=3) == [9, 30, 19, 24, 21, 22]
+
+
+def test_expert_guesses_fit_the_worst_case_bound():
+    """At most exploit + bit_length(n) guesses (binary search on 1..31 needs at most 5), always ending on the target."""
+    rng = random.Random(0)
+    for t in range(1, 32):
+        assert len(expert_guesses(t, None, n_values=31, exploit=2)) <= 5
+    for _ in range(3000):
+        past, t, k = [rng.randint(1, 31) for _ in range(4)], rng.randint(1, 31), rng.randint(0, 4)
+        g = expert_guesses(t, past, n_values=31, exploit=k)
+        assert g[-1] == t and len(g) <= k + 5 and len(set(g)) == len(g)
+
+
+def test_guessing_doc_example_episode():
+    """docs/agents/guessing.md: 16 higher, 24 lower, 20 correct -> 1 - 0.1 * 2 = 0.8."""
+    env = _env()
+    rs = [env.step(f"<guess>{g}</guess>") for g in (16, 24, 20)]
+    assert [(r.observation, r.done) for r in rs] == [("higher", False), ("lower", False), ("correct", True)]
+    assert [r.reward for r in rs] == [0.0, 0.0, pytest.approx(0.8)]
+
+
+def test_guessing_turn_budget_must_fit_the_expert():
+    with pytest.raises(ValueError, match=r"guessing: max_turns must be >= 7 \(the expert's longest episode: 2 history"):
+        Guessing(max_turns=6)
+    assert Guessing(max_turns=5, memory=False).max_turns == 5      # no history to exploit
+    assert Guessing(max_turns=5, demo_exploit=0.0).max_turns == 5  # the expert never exploits
+    with pytest.raises(ValueError, match="max_turns must be >= 5"):
+        Guessing(max_turns=4, memory=False)
 
 
 def test_guessing_switches_change_only_what_they_should():

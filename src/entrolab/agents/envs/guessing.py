@@ -27,7 +27,8 @@ higher than N), ``lower``, or ``correct`` (which ends the episode); a body that 
 number in range gets ``error: guess a whole number from 1 to 31``. ``<answer>N</answer>`` is a
 final guess without feedback: it ends the episode, right or wrong. A malformed turn gets the
 action format's error message. Every turn, malformed ones included, uses one of the ``max_turns``
-(default 8; binary search needs at most 5 on 1..31, and 2 history guesses may come first).
+(default 8; the expert below needs at most ``homes + n_values.bit_length()`` = 7, and a smaller
+budget is refused).
 
 **Reward** (greedy, as in the paper: no exploration bonus): on the turn that finds the target,
 ``max(0, 1 - guess_penalty * (turns - 1))`` where ``turns`` counts this turn and the ones before
@@ -39,8 +40,8 @@ feedback still allows and not already guessed). ``info["from_history"]``: the gu
 history's values (the study counts how often the policy exploits its memory).
 
 **The expert** (``episode_demonstration``): with probability ``demo_exploit`` (default 0.5), when
-the prompt shows a history, it first guesses the history's values that the feedback still allows,
-most frequent first (ties: smaller first), then binary search on what is left; otherwise pure
+the prompt shows a history, it first guesses the ``homes`` most frequent history values (ties:
+smaller first) that the feedback still allows, then binary search on what is left; otherwise pure
 binary search (the midpoint, rounded down). The rate is the same under every switch, so the SFT
 base models of the four conditions are alike and only the environment decides whether exploiting
 the history pays (it does with structure; without it a history guess is usually a wasted turn).
@@ -86,11 +87,15 @@ def format_prompt(past: list[int] | None, n_values: int) -> str:
     return tail if past is None else "past " + " ".join(map(str, past)) + "; " + tail
 
 
-def expert_guesses(target: int, past: list[int] | None, *, n_values: int, exploit: bool) -> list[int]:
-    """The expert's guesses until it finds ``target`` (see the module docstring)."""
+def expert_guesses(target: int, past: list[int] | None, *, n_values: int, exploit: int) -> list[int]:
+    """The expert's guesses until it finds ``target`` (see the module docstring).
+
+    ``exploit`` is how many of the history's values (most frequent first) it tries before binary
+    search (0: pure binary search). It needs at most ``exploit + n_values.bit_length()`` guesses.
+    """
     lo, hi, guesses = 1, n_values, []
-    ranked = sorted(Counter(past or []).items(), key=lambda kv: (-kv[1], kv[0])) if exploit else []
-    candidates = [v for v, _ in ranked]
+    ranked = sorted(Counter(past or []).items(), key=lambda kv: (-kv[1], kv[0]))
+    candidates = [v for v, _ in ranked[:exploit]]
     while True:
         allowed = [v for v in candidates if lo <= v <= hi and v not in guesses]
         g = allowed[0] if allowed else (lo + hi) // 2
@@ -200,6 +205,11 @@ class Guessing:
         self.max_turns = check_int(t, "max_turns", max_turns, 1)
         self.guess_penalty = check_float(t, "guess_penalty", guess_penalty, 0.0, 1.0)
         self.demo_exploit = check_float(t, "demo_exploit", demo_exploit, 0.0, 1.0)
+        worst = (homes if memory and demo_exploit > 0 else 0) + n_values.bit_length()
+        if max_turns < worst:  # the expert's demonstrations would run out of turns
+            raise ValueError(f"{t}: max_turns must be >= {worst} (the expert's longest episode: "
+                             f"{homes if worst > n_values.bit_length() else 0} history guesses + binary search "
+                             f"on 1..{n_values}), got {max_turns}")
         self._splits: dict[str, list[Prompt]] | None = None
 
     # ------------------------------------------------------------------ worlds
@@ -250,7 +260,7 @@ class Guessing:
     def episode_demonstration(self, prompt: Prompt, rng: random.Random) -> list[tuple[str, str]]:
         """The expert's episode: history values first (rate ``demo_exploit``, memory on), then binary search."""
         target, past = self.problem(prompt)
-        exploit = rng.random() < self.demo_exploit
+        exploit = self.homes if rng.random() < self.demo_exploit else 0
         guesses = expert_guesses(target, past if self.memory else None, n_values=self.n_values, exploit=exploit)
         return [(format_action("guess", str(g)), "correct" if g == target else ("higher" if target > g else "lower"))
                 for g in guesses]
