@@ -209,6 +209,7 @@ def test_calculator_charset_covers_everything_the_env_prints(idx, turns):
     ({"min_ops": 3, "max_ops": 2}, "max_ops must be in"), ({"tool_reward": -1}, "tool_reward must be"),
     ({"demo_direct_rate": 1.5}, "demo_direct_rate must be"), ({"max_turns": 0}, "max_turns must be"),
     ({"tool_reward_cap": True}, "tool_reward_cap must be an integer"),
+    ({"max_expr_chars": 10}, r"max_expr_chars must be >= 11 \(the longest problem with max_ops=3, max_operand=99\)"),
 ])
 def test_calculator_bad_settings_name_the_key(kw, msg):
     with pytest.raises(ValueError, match=f"calculator: {msg}"):

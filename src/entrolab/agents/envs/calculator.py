@@ -218,6 +218,10 @@ class Calculator:
         self.tool_reward_cap = check_int(t, "tool_reward_cap", tool_reward_cap, 0)
         self.max_expr_chars = check_int(t, "max_expr_chars", max_expr_chars, 1, 200)
         self.demo_direct_rate = check_float(t, "demo_direct_rate", demo_direct_rate, 0.0, 1.0)
+        longest = (max_ops + 1) * len(str(max_operand)) + max_ops
+        if max_expr_chars < longest:  # the expert's own calls would be refused as too long
+            raise ValueError(f"{t}: max_expr_chars must be >= {longest} (the longest problem with max_ops="
+                             f"{max_ops}, max_operand={max_operand}), got {max_expr_chars}")
         self._splits: dict[str, list[Prompt]] | None = None
 
     # ------------------------------------------------------------------ problems
