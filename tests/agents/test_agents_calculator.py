@@ -55,6 +55,8 @@ def test_calculator_expert_episode_by_hand():
     ("3x4", "= error: bad character", False),     # the model's character is never echoed
     ("1+" * 20 + "1", "= error: too long (max 40)", False),   # 41 characters
     ("((((((1))))))", "= error: too deep", False),             # depth 6 > 4
+    ("(((((1)))))", "= error: too deep", False),               # depth 5 > 4
+    ("((((1))))", "= 1", True),                                # depth 4
     ("1234567890", "= error: number too big", False),          # 10 digits > 9
 ])
 def test_calculator_tool_observations(body, obs, useful):
@@ -103,6 +105,7 @@ def test_calculator_turn_budget_and_malformed_turns():
     assert env.outcome() == Verdict(0.0, False, None, "no_answer")
     r = env.step("<answer>1795</answer>")                  # past the end: told so, nothing changes
     assert (r.observation, r.reward, r.done) == ("error: the episode is over", 0.0, True)
+    assert r.info["malformed"] and not r.info["tool_call"]
     assert env.outcome().reason == "no_answer"
 
 
@@ -132,6 +135,9 @@ def test_last_tag_body():
     assert last_tag_body("<a>1</a><a> 2 </a>", "a") == "2"
     assert last_tag_body("<a>1</a><a>2", "a") == "1"
     assert last_tag_body("<b>1</b>", "a") is None
+    assert last_tag_body("<a>1</a> </a>", "a") == "1"            # the first closing tag after the opening one
+    assert last_tag_body("<a>1<b>2</a>", "a") is None              # a body holds no '<'
+    assert last_tag_body("<a>3</a><a>1<b>2</a>", "a") == "3"
 
 
 def test_calculator_prompt_without_meta_is_parsed_from_its_text():
@@ -214,3 +220,18 @@ def test_calculator_charset_covers_everything_the_env_prints(idx, turns):
 def test_calculator_bad_settings_name_the_key(kw, msg):
     with pytest.raises(ValueError, match=f"calculator: {msg}"):
         Calculator(**kw)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"tool_reward": -1}, "calculator: tool_reward must be a finite number >= 0.0, got -1"),
+    ({"tool_reward": float("nan")}, "calculator: tool_reward must be a finite number >= 0.0, got nan"),
+    ({"demo_direct_rate": 1.5}, "calculator: demo_direct_rate must be a finite number in [0.0, 1.0], got 1.5"),
+    ({"demo_direct_rate": -0.5}, "calculator: demo_direct_rate must be a finite number in [0.0, 1.0], got -0.5"),
+    ({"seed": -1}, "calculator: seed must be >= 0, got -1"),
+    ({"min_ops": 5}, "calculator: min_ops must be in [1, 4], got 5"),
+    ({"max_turns": "4"}, "calculator: max_turns must be an integer, got '4'"),
+])
+def test_calculator_bad_settings_exact_messages(kw, msg):
+    with pytest.raises(ValueError) as err:
+        Calculator(**kw)
+    assert str(err.value) == msg

@@ -130,8 +130,8 @@ class CalculatorEnv(ToolEnv):
 
     tools = ("calc",)
 
-    def __init__(self, expr: str, value: int, *, max_turns: int = 4, tool_reward: float = 0.0,
-                 tool_reward_cap: int = 1, max_expr_chars: int = 40):
+    def __init__(self, expr: str, value: int, *, max_turns: int, tool_reward: float, tool_reward_cap: int,
+                 max_expr_chars: int):
         self.expr, self.value = expr, value
         self.max_turns, self.tool_reward, self.tool_reward_cap = max_turns, tool_reward, tool_reward_cap
         self.max_expr_chars = max_expr_chars
@@ -153,7 +153,7 @@ class CalculatorEnv(ToolEnv):
 
     def answer(self, body: str) -> StepResult:
         self.verdict = judge_answer(body, self.value)
-        return StepResult("", self.verdict.reward, True, {"useful": self.verdict.correct, "tool_reward": 0.0})
+        return StepResult("", self.verdict.reward, True, {"useful": self.verdict.correct})
 
     def step(self, action_text: str) -> StepResult:
         if self.done:  # the rollout stops at done; a caller that goes on learns so, no exception
