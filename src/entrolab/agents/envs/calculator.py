@@ -36,8 +36,8 @@ whether it is correct; False for a malformed turn.
 Demonstrations (``episode_demonstration``) deliberately leave the SFT base model headroom: with
 probability ``demo_direct_rate`` (default 0.3, independent of the problem) the expert answers at
 once without the tool (the right value: the expert knows it), else it calls ``calc`` on the
-prompt's expression and copies the result. A tiny model cannot learn 2-3 operation arithmetic on
-two-digit numbers from a few thousand examples, so the base model inherits a policy that skips
+prompt's expression and copies the result. A tiny model is not expected to learn 2-3 operation
+arithmetic on two-digit numbers from a few thousand examples, so the base model inherits a policy that skips
 the tool on about that share of episodes and then mostly answers wrongly; RL gains by moving that
 mass onto the tool (and by fixing copy errors).
 """
