@@ -235,3 +235,15 @@ def test_calculator_bad_settings_exact_messages(kw, msg):
     with pytest.raises(ValueError) as err:
         Calculator(**kw)
     assert str(err.value) == msg
+
+
+def test_calculator_env_does_not_depend_on_the_env_seed():
+    task = Calculator(**SMALL)
+    p = task.prompts("train")[3]
+    actions = ["<calc>1/0</calc>", "oops", f"<calc>{p.meta['expr']}</calc>", f"<answer>{p.meta['value']}</answer>"]
+    runs = []
+    for seed in (0, 12345):
+        env = task.make_env(p, seed=seed)
+        env.reset(p)
+        runs.append([env.step(a) for a in actions] + [env.outcome()])
+    assert runs[0] == runs[1] and runs[0][-1].correct

@@ -279,3 +279,16 @@ def test_guessing_env_direct_construction():
     assert env.step("<guess>2</guess>").observation == "higher"
     r = env.step("<guess>3</guess>")
     assert (r.observation, r.done, r.reward) == ("correct", True, pytest.approx(0.9))
+
+
+def test_guessing_env_does_not_depend_on_the_env_seed():
+    """The target is the prompt's: the rollout's per-episode seed changes nothing."""
+    task = Guessing(**SMALL)
+    p = task.prompts("train")[5]
+    actions = ["<guess>16</guess>", "x", "<guess>8</guess>", "<guess>24</guess>", f"<guess>{p.meta['target']}</guess>"]
+    runs = []
+    for seed in (0, 12345):
+        env = task.make_env(p, seed=seed)
+        env.reset(p)
+        runs.append([env.step(a) for a in actions] + [env.outcome()])
+    assert runs[0] == runs[1]
