@@ -34,10 +34,10 @@ def test_calculator_expert_episode_by_hand():
     env = _env()
     r = env.step("<calc>37*48+19</calc>")
     assert (r.observation, r.reward, r.done) == ("= 1795", 0.0, False)
-    assert r.info["tool_call"] and not r.info["malformed"] and r.info["useful"] and r.info["tool_reward"] == 0.0
+    assert r.info == {"malformed": False, "tool_call": True, "useful": True, "tool_reward": 0.0}
     r = env.step("I copy it <answer>1795</answer>")
     assert (r.observation, r.reward, r.done) == ("", 1.0, True)
-    assert r.info["useful"] and not r.info["tool_call"]
+    assert r.info == {"malformed": False, "tool_call": False, "useful": True, "tool_reward": 0.0}
     assert env.outcome() == Verdict(1.0, True, "1795", "ok")
 
 
@@ -96,8 +96,9 @@ def test_calculator_tool_reward_is_capped_per_episode():
 def test_calculator_turn_budget_and_malformed_turns():
     env = _env(max_turns=3)
     r = env.step("1795")
-    assert r.observation.startswith("error: no action") and r.info["malformed"] and not r.done
-    assert r.reward == 0.0 and not r.info["useful"]
+    assert r.observation.startswith("error: no action") and not r.done and r.reward == 0.0
+    assert r.info == {"malformed": True, "tool_call": False, "useful": False, "tool_reward": 0.0,
+                      "error": r.observation.removeprefix("error: ")}
     r = env.step("<calc>1</calc><answer>1</answer>")
     assert r.observation == "error: more than one action (one action per turn, at its end)" and not r.done
     r = env.step("<calc>2*3</calc>")
@@ -105,7 +106,7 @@ def test_calculator_turn_budget_and_malformed_turns():
     assert env.outcome() == Verdict(0.0, False, None, "no_answer")
     r = env.step("<answer>1795</answer>")                  # past the end: told so, nothing changes
     assert (r.observation, r.reward, r.done) == ("error: the episode is over", 0.0, True)
-    assert r.info["malformed"] and not r.info["tool_call"]
+    assert r.info == {"malformed": True, "tool_call": False, "useful": False, "tool_reward": 0.0}
     assert env.outcome().reason == "no_answer"
 
 
@@ -247,3 +248,42 @@ def test_calculator_env_does_not_depend_on_the_env_seed():
         env.reset(p)
         runs.append([env.step(a) for a in actions] + [env.outcome()])
     assert runs[0] == runs[1] and runs[0][-1].correct
+
+
+def test_calculator_defaults_are_the_documented_ones():
+    """docs/agents/calculator.md's knob table."""
+    t = Calculator()
+    assert (t.seed, t.min_ops, t.max_ops, t.min_operand, t.max_operand, t.ops) == (0, 2, 3, 2, 99, "*+-")
+    assert t.sizes == {"train": 2000, "validation": 200, "test": 200, "sft": 2000}
+    assert (t.max_turns, t.tool_reward, t.tool_reward_cap, t.max_expr_chars, t.demo_direct_rate) == (4, 0.0, 1, 40, 0.3)
+    env = t.make_env(P, seed=0)
+    assert (env.max_turns, env.tool_reward, env.tool_reward_cap, env.max_expr_chars) == (4, 0.0, 1, 40)
+
+
+# key, lowest accepted, highest accepted (None: unbounded), other settings that make the range reachable
+INT_BOUNDS = [
+    ("seed", 0, None, {}), ("min_ops", 1, 4, {"max_ops": 4}), ("max_ops", 2, 4, {}),
+    ("min_operand", 0, 999, {"max_operand": 999}), ("max_operand", 2, 999, {}),
+    ("n_train", 0, None, {}), ("n_validation", 0, None, {}), ("n_test", 0, None, {}), ("n_sft", 0, None, {}),
+    ("max_turns", 1, None, {}), ("tool_reward_cap", 0, None, {}),
+]
+
+
+@pytest.mark.parametrize("key, lo, hi, other", INT_BOUNDS, ids=[b[0] for b in INT_BOUNDS])
+def test_calculator_integer_settings_accept_exactly_their_range(key, lo, hi, other):
+    bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    assert getattr(Calculator(**other, **{key: lo}), key, None) in (lo, None)
+    for bad in [lo - 1] + ([] if hi is None else [hi + 1]):
+        with pytest.raises(ValueError) as err:
+            Calculator(**other, **{key: bad})
+        assert str(err.value) == f"calculator: {key} must be {bound}, got {bad}"
+    if hi is not None:
+        Calculator(**other, **{key: hi})
+
+
+def test_calculator_max_expr_chars_range():
+    assert Calculator(max_expr_chars=11).max_expr_chars == 11 and Calculator(max_expr_chars=200).max_expr_chars == 200
+    for bad, msg in ((201, "in [1, 200], got 201"), (0, "in [1, 200], got 0")):
+        with pytest.raises(ValueError) as err:
+            Calculator(max_expr_chars=bad)
+        assert str(err.value) == f"calculator: max_expr_chars must be {msg}"

@@ -292,3 +292,70 @@ def test_guessing_env_does_not_depend_on_the_env_seed():
         env.reset(p)
         runs.append([env.step(a) for a in actions] + [env.outcome()])
     assert runs[0] == runs[1]
+
+
+def test_guessing_defaults_are_the_documented_ones():
+    """docs/agents/guessing.md's knob table."""
+    t = Guessing()
+    assert (t.seed, t.structure, t.memory, t.n_values, t.homes, t.history, t.noise) == (0, True, True, 31, 2, 4, 0.0)
+    assert t.sizes == {"train": 2000, "validation": 200, "test": 200, "sft": 2000}
+    assert (t.max_turns, t.guess_penalty, t.demo_exploit) == (8, 0.1, 0.5)
+    env = t.make_env(P, seed=0)
+    assert (env.n_values, env.max_turns, env.guess_penalty) == (31, 8, 0.1)
+
+
+INT_BOUNDS = [
+    ("seed", 0, None, {}), ("n_values", 2, 999, {"max_turns": 12}), ("homes", 1, 31, {"max_turns": 36}),
+    ("history", 0, 50, {}), ("n_train", 0, None, {}), ("n_validation", 0, None, {}), ("n_test", 0, None, {}),
+    ("n_sft", 0, None, {}),
+]
+FLOAT_BOUNDS = ["noise", "guess_penalty", "demo_exploit"]
+
+
+@pytest.mark.parametrize("key, lo, hi, other", INT_BOUNDS, ids=[b[0] for b in INT_BOUNDS])
+def test_guessing_integer_settings_accept_exactly_their_range(key, lo, hi, other):
+    bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    Guessing(**other, **{key: lo})
+    if hi is not None:
+        Guessing(**other, **{key: hi})
+    for bad in [lo - 1] + ([] if hi is None else [hi + 1]):
+        with pytest.raises(ValueError) as err:
+            Guessing(**other, **{key: bad})
+        assert str(err.value) == f"guessing: {key} must be {bound}, got {bad}"
+
+
+@pytest.mark.parametrize("key", FLOAT_BOUNDS)
+def test_guessing_probability_settings_accept_exactly_0_to_1(key):
+    assert getattr(Guessing(**{key: 0.0}), key) == 0.0 and getattr(Guessing(**{key: 1}), key) == 1.0
+    for bad in (-0.01, 1.01, float("inf"), True):
+        with pytest.raises(ValueError) as err:
+            Guessing(**{key: bad})
+        assert str(err.value) == f"guessing: {key} must be a finite number in [0.0, 1.0], got {bad!r}"
+
+
+def test_guessing_max_turns_range():
+    assert Guessing(max_turns=7).max_turns == 7
+    with pytest.raises(ValueError) as err:
+        Guessing(max_turns=0)
+    assert str(err.value) == "guessing: max_turns must be >= 1, got 0"
+    with pytest.raises(ValueError) as err:
+        Guessing(max_turns=6)
+    assert str(err.value) == ("guessing: max_turns must be >= 7 (the expert's longest episode: 2 history guesses "
+                              "+ binary search on 1..31), got 6")
+    with pytest.raises(ValueError) as err:
+        Guessing(max_turns=4, memory=False)
+    assert str(err.value) == ("guessing: max_turns must be >= 5 (the expert's longest episode: 0 history guesses "
+                              "+ binary search on 1..31), got 4")
+
+
+def test_guessing_info_dicts_are_complete():
+    env = _env()
+    assert env.step("<guess>16</guess>").info == {"malformed": False, "tool_call": True, "useful": True,
+                                                  "from_history": False}
+    r = env.step("<guess>")
+    assert r.info == {"malformed": True, "tool_call": False, "useful": False, "from_history": False,
+                      "error": "unclosed <guess>"}
+    assert env.step("<answer>20</answer>").info == {"malformed": False, "tool_call": False, "useful": True,
+                                                    "from_history": True}
+    assert env.step("<guess>20</guess>").info == {"malformed": True, "tool_call": False, "useful": False,
+                                                  "from_history": False}
