@@ -194,7 +194,7 @@ _TASK = Calculator(n_train=200, n_validation=0, n_test=0, n_sft=0)
 _CHARS = st.sampled_from(ASCII_CHARSET)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(idx=st.integers(0, 199), turns=st.lists(st.one_of(
     st.text(_CHARS, max_size=30),
     st.builds(lambda name, body: f"<{name}>{body}</{name}>", st.sampled_from(["calc", "answer", "x"]),

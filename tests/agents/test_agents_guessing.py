@@ -248,7 +248,7 @@ _TASK = Guessing(n_train=100, n_validation=0, n_test=0, n_sft=0)
 _CHARS = st.sampled_from(_TASK.charset())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(idx=st.integers(0, 99), turns=st.lists(st.one_of(
     st.text(_CHARS, max_size=30),
     st.builds(lambda name, body: f"<{name}>{body}</{name}>", st.sampled_from(["guess", "answer", "calc"]),
