@@ -93,7 +93,7 @@ def test_calculator_tool_reward_is_capped_per_episode():
     assert env.step("<calc>1</calc>").reward == 0.0
 
 
-def test_calculator_turn_budget_and_malformed_turns():
+def test_calculator_malformed_turns_and_no_budget_of_its_own():
     env = _env(max_turns=3)
     r = env.step("1795")
     assert r.observation.startswith("error: no action") and not r.done and r.reward == 0.0
@@ -101,13 +101,33 @@ def test_calculator_turn_budget_and_malformed_turns():
                       "error": r.observation.removeprefix("error: ")}
     r = env.step("<calc>1</calc><answer>1</answer>")
     assert r.observation == "error: more than one action (one action per turn, at its end)" and not r.done
-    r = env.step("<calc>2*3</calc>")
-    assert (r.observation, r.done) == ("= 6", True)       # the third turn is the last
+    for _ in range(10):     # the turn budget is the rollout's: the environment never ends an episode for it
+        r = env.step("<calc>2*3</calc>")
+        assert (r.observation, r.done) == ("= 6", False)
     assert env.outcome() == Verdict(0.0, False, None, "no_answer")
+    assert env.step("<answer>1795</answer>").done
     r = env.step("<answer>1795</answer>")                  # past the end: told so, nothing changes
     assert (r.observation, r.reward, r.done) == ("error: the episode is over", 0.0, True)
     assert r.info == {"malformed": True, "tool_call": False, "useful": False, "tool_reward": 0.0}
-    assert env.outcome().reason == "no_answer"
+    assert env.outcome().reason == "ok"
+
+
+def test_calculator_turn_budget_is_the_rollouts(tmp_path):
+    """A random tiny model cannot write an 18-character answer in 8 tokens: every episode runs to the
+    task's max_turns = 2 and stops there as 'turn_budget', with no answer and return 0."""
+    import torch
+
+    from entrolab.agents.episodes import sample_episodes
+    from entrolab.models.loading import load_policy
+    from entrolab.models.tiny import create_testbed_model
+
+    task = Calculator(**SMALL, max_turns=2)
+    create_testbed_model(tmp_path, task.charset(), size="tiny", seed=0)
+    model, tok = load_policy(str(tmp_path), device="cpu")
+    batch = sample_episodes(model.eval(), tok, task.prompts("test")[:2], task=task, group_size=2, max_new_tokens=8,
+                            generator=torch.Generator().manual_seed(0))
+    for ep, v in zip(batch.extras["episodes"], batch.verdicts):
+        assert (len(ep.actions), ep.stop, v.reason, v.reward) == (2, "turn_budget", "no_answer", 0.0)
 
 
 def test_calculator_reset_starts_a_fresh_episode():
@@ -257,7 +277,7 @@ def test_calculator_defaults_are_the_documented_ones():
     assert t.sizes == {"train": 2000, "validation": 200, "test": 200, "sft": 2000}
     assert (t.max_turns, t.tool_reward, t.tool_reward_cap, t.max_expr_chars, t.demo_direct_rate) == (4, 0.0, 1, 40, 0.3)
     env = t.make_env(P, seed=0)
-    assert (env.max_turns, env.tool_reward, env.tool_reward_cap, env.max_expr_chars) == (4, 0.0, 1, 40)
+    assert (env.tool_reward, env.tool_reward_cap, env.max_expr_chars) == (0.0, 1, 40)
 
 
 # key, lowest accepted, highest accepted (None: unbounded), other settings that make the range reachable

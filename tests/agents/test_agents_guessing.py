@@ -77,14 +77,35 @@ def test_guessing_penalty_floors_at_zero():
     assert (r.reward, r.done) == (0.0, True) and env.outcome().correct
 
 
-def test_guessing_turn_budget():
-    env = GuessingEnv(20, P.meta["past"], max_turns=3)   # below the task's own minimum (the expert's worst case)
-    rs = [env.step(f"<guess>{g}</guess>") for g in (1, 2, 3)]
-    assert [r.done for r in rs] == [False, False, True] and all(r.reward == 0.0 for r in rs)
-    assert env.outcome() == Verdict(0.0, False, "3", "wrong_value")
+def test_guessing_env_has_no_budget_of_its_own():
+    """The turn budget is the rollout's: wrong guesses never end an episode."""
+    env = _env()
+    for g in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]:
+        assert not env.step(f"<guess>{g}</guess>").done
+    assert env.outcome() == Verdict(0.0, False, "12", "wrong_value")
+    r = env.step("<guess>20</guess>")                        # the 13th turn: 1 - 0.1 * 12 < 0
+    assert (r.observation, r.reward, r.done) == ("correct", 0.0, True)
     r = env.step("<guess>20</guess>")                        # past the end: told so, nothing changes
     assert (r.observation, r.reward, r.done) == ("error: the episode is over", 0.0, True)
-    assert not env.outcome().correct
+    assert env.outcome().correct
+
+
+def test_guessing_turn_budget_is_the_rollouts(tmp_path):
+    """A random tiny model cannot write a 16-character guess in 8 tokens: every episode runs to the
+    task's max_turns and stops there as 'turn_budget'."""
+    import torch
+
+    from entrolab.agents.episodes import sample_episodes
+    from entrolab.models.loading import load_policy
+    from entrolab.models.tiny import create_testbed_model
+
+    task = Guessing(**SMALL, memory=False, demo_exploit=0.0, max_turns=5)
+    create_testbed_model(tmp_path, task.charset(), size="tiny", seed=0)
+    model, tok = load_policy(str(tmp_path), device="cpu")
+    batch = sample_episodes(model.eval(), tok, task.prompts("test")[:2], task=task, group_size=2, max_new_tokens=8,
+                            generator=torch.Generator().manual_seed(0))
+    for ep, v in zip(batch.extras["episodes"], batch.verdicts):
+        assert (len(ep.actions), ep.stop, v.correct, v.reward) == (5, "turn_budget", False, 0.0)
 
 
 @pytest.mark.parametrize("action, reward, verdict", [
@@ -275,7 +296,7 @@ def test_guessing_bad_settings_name_the_key(kw, msg):
 
 
 def test_guessing_env_direct_construction():
-    env = GuessingEnv(3, None, n_values=4, max_turns=2)
+    env = GuessingEnv(3, None, n_values=4)
     assert env.step("<guess>2</guess>").observation == "higher"
     r = env.step("<guess>3</guess>")
     assert (r.observation, r.done, r.reward) == ("correct", True, pytest.approx(0.9))
@@ -301,7 +322,7 @@ def test_guessing_defaults_are_the_documented_ones():
     assert t.sizes == {"train": 2000, "validation": 200, "test": 200, "sft": 2000}
     assert (t.max_turns, t.guess_penalty, t.demo_exploit) == (8, 0.1, 0.5)
     env = t.make_env(P, seed=0)
-    assert (env.n_values, env.max_turns, env.guess_penalty) == (31, 8, 0.1)
+    assert (env.n_values, env.guess_penalty) == (31, 0.1)
 
 
 INT_BOUNDS = [

@@ -29,7 +29,10 @@ Rewards (per turn; the episode return is their sum):
   how much of its reward is the bonus;
 * a malformed turn earns 0 and costs a turn.
 
-The episode also ends when ``max_turns`` turns (default 4) are used without an answer.
+The turn budget is the rollout's: ``max_turns`` (default 4) is the default of ``rollout.max_turns``,
+and an episode that reaches it without an answer stops there (stop reason ``turn_budget``, verdict
+``no_answer``). The environment does not end the episode itself, so that the stop is reported as
+the budget's, not as the environment's ``done``.
 ``info["useful"]``: for a tool call, whether its body evaluated without error; for an answer,
 whether it is correct; False for a malformed turn.
 
@@ -130,15 +133,14 @@ class CalculatorEnv(ToolEnv):
 
     tools = ("calc",)
 
-    def __init__(self, expr: str, value: int, *, max_turns: int, tool_reward: float, tool_reward_cap: int,
-                 max_expr_chars: int):
+    def __init__(self, expr: str, value: int, *, tool_reward: float, tool_reward_cap: int, max_expr_chars: int):
         self.expr, self.value = expr, value
-        self.max_turns, self.tool_reward, self.tool_reward_cap = max_turns, tool_reward, tool_reward_cap
+        self.tool_reward, self.tool_reward_cap = tool_reward, tool_reward_cap
         self.max_expr_chars = max_expr_chars
         self.reset(None)
 
     def reset(self, prompt: Prompt | None) -> str:
-        self.turns = self.rewarded_calls = 0
+        self.rewarded_calls = 0
         self.done = False
         self.verdict = judge_answer(None, self.value)
         return ""
@@ -160,11 +162,9 @@ class CalculatorEnv(ToolEnv):
             return StepResult("error: the episode is over", 0.0, True,
                               {"malformed": True, "tool_call": False, "useful": False, "tool_reward": 0.0})
         result = super().step(action_text)
-        self.turns += 1
+        self.done = result.done
         info = {"useful": False, "tool_reward": 0.0, **result.info}
-        done = result.done or self.turns >= self.max_turns
-        self.done = done
-        return StepResult(result.observation, result.reward, done, info)
+        return StepResult(result.observation, result.reward, result.done, info)
 
     def outcome(self) -> Verdict:
         return self.verdict
@@ -188,7 +188,7 @@ class Calculator:
         min_operand, max_operand: range of the operands (0..999).
         ops: the operators drawn from (non-empty subset of ``+-*``).
         n_train, n_validation, n_test, n_sft: split sizes.
-        max_turns: the episode's turn budget.
+        max_turns: the default turn budget of the rollout (``rollout.max_turns``).
         tool_reward: SPEAR's auxiliary reward per well-formed tool call (>= 0).
         tool_reward_cap: how many tool calls per episode earn it.
         max_expr_chars: longest ``calc`` body evaluated (longer is ``= error: too long``).
@@ -278,8 +278,8 @@ class Calculator:
     def make_env(self, prompt: Prompt, *, seed: int = 0) -> CalculatorEnv:
         """A fresh environment for ``prompt`` (deterministic: the env draws nothing, ``seed`` is unused)."""
         expr, value = self.problem(prompt)
-        return CalculatorEnv(expr, value, max_turns=self.max_turns, tool_reward=self.tool_reward,
-                             tool_reward_cap=self.tool_reward_cap, max_expr_chars=self.max_expr_chars)
+        return CalculatorEnv(expr, value, tool_reward=self.tool_reward, tool_reward_cap=self.tool_reward_cap,
+                             max_expr_chars=self.max_expr_chars)
 
     def episode_demonstration(self, prompt: Prompt, rng: random.Random) -> list[tuple[str, str]]:
         """The expert: ``calc`` then the copied value, or (rate ``demo_direct_rate``) a direct answer."""

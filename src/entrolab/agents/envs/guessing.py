@@ -28,7 +28,8 @@ number in range gets ``error: guess a whole number from 1 to 31``. ``<answer>N</
 final guess without feedback: it ends the episode, right or wrong. A malformed turn gets the
 action format's error message. Every turn, malformed ones included, uses one of the ``max_turns``
 (default 8; the expert below needs at most ``homes + n_values.bit_length()`` = 7, and a smaller
-budget is refused).
+budget is refused). The budget is the rollout's (``rollout.max_turns``, default the task's
+``max_turns``; stop reason ``turn_budget``): the environment never ends an episode for it.
 
 **Reward** (greedy, as in the paper: no exploration bonus): on the turn that finds the target,
 ``max(0, 1 - guess_penalty * (turns - 1))`` where ``turns`` counts this turn and the ones before
@@ -110,10 +111,9 @@ class GuessingEnv(ToolEnv):
 
     tools = ("guess",)
 
-    def __init__(self, target: int, past: list[int] | None, *, n_values: int = 31, max_turns: int = 8,
-                 guess_penalty: float = 0.1):
+    def __init__(self, target: int, past: list[int] | None, *, n_values: int = 31, guess_penalty: float = 0.1):
         self.target, self.past = target, list(past or [])
-        self.n_values, self.max_turns, self.guess_penalty = n_values, max_turns, guess_penalty
+        self.n_values, self.guess_penalty = n_values, guess_penalty
         self.reset(None)
 
     def reset(self, prompt: Prompt | None) -> str:
@@ -157,7 +157,7 @@ class GuessingEnv(ToolEnv):
         result = super().step(action_text)
         self.turns += 1
         info = {"useful": False, "from_history": False, **result.info}
-        self.done = result.done or self.turns >= self.max_turns
+        self.done = result.done
         return StepResult(result.observation, result.reward, self.done, info)
 
     def outcome(self) -> Verdict:
@@ -178,7 +178,7 @@ class Guessing:
         history: earlier episodes per world (shown with memory on).
         noise: probability that a structured target is uniform instead.
         n_train, n_validation, n_test, n_sft: split sizes (worlds).
-        max_turns: the episode's turn budget.
+        max_turns: the default turn budget of the rollout (``rollout.max_turns``).
         guess_penalty: reward lost per turn before the finding one.
         demo_exploit: probability that a demonstration guesses the history's values first.
     """
@@ -255,7 +255,7 @@ class Guessing:
         """A fresh environment for ``prompt`` (deterministic: the env draws nothing, ``seed`` is unused)."""
         target, past = self.problem(prompt)
         return GuessingEnv(target, past if self.memory else None, n_values=self.n_values,
-                           max_turns=self.max_turns, guess_penalty=self.guess_penalty)
+                           guess_penalty=self.guess_penalty)
 
     def episode_demonstration(self, prompt: Prompt, rng: random.Random) -> list[tuple[str, str]]:
         """The expert's episode: history values first (rate ``demo_exploit``, memory on), then binary search."""
