@@ -307,3 +307,31 @@ def test_calculator_max_expr_chars_range():
         with pytest.raises(ValueError) as err:
             Calculator(max_expr_chars=bad)
         assert str(err.value) == f"calculator: max_expr_chars must be {msg}"
+
+
+def test_calculator_prompts_are_pinned_for_seed_0():
+    """Prompts are the cached base models' identity: the default stream must not drift between versions."""
+    assert [p.text for p in Calculator().prompts("test")[:3]] == ["99-55+7+35=?", "63-47*76+29=?", "98+14-81=?"]
+
+
+def test_calculator_problems_are_distinct_and_a_too_small_space_is_refused():
+    """1 operation a+b with a, b in 0..3: exactly 16 distinct problems exist."""
+    small = dict(min_ops=1, max_ops=1, min_operand=0, max_operand=3, ops="+", n_validation=0, n_test=0, n_sft=0)
+    texts = {p.text for p in Calculator(**small, n_train=16).prompts("train")}
+    assert texts == {f"{a}+{b}=?" for a in range(4) for b in range(4)}
+    with pytest.raises(ValueError) as err:
+        Calculator(**small, n_train=17).prompts("train")
+    assert str(err.value) == ("calculator: found only 16 of 17 distinct problems; widen the operand range or the "
+                              "number of operations, or ask for fewer")
+
+
+def test_calculator_more_bad_settings():
+    for kw, msg in (({"ops": "X"}, "calculator: ops must be a non-empty string over '+-*', got 'X'"),
+                    ({"ops": 3}, "calculator: ops must be a non-empty string over '+-*', got 3"),
+                    ({"tool_reward": True}, "calculator: tool_reward must be a finite number >= 0.0, got True")):
+        with pytest.raises(ValueError) as err:
+            Calculator(**kw)
+        assert str(err.value) == msg
+    with pytest.raises(ValueError) as err:
+        Calculator().prompts("dev")
+    assert str(err.value) == "calculator: unknown split 'dev'; valid splits: train, validation, test, sft"

@@ -380,3 +380,10 @@ def test_guessing_info_dicts_are_complete():
                                                     "from_history": True}
     assert env.step("<guess>20</guess>").info == {"malformed": True, "tool_call": False, "useful": False,
                                                   "from_history": False}
+
+
+def test_guessing_prompts_are_pinned_for_seed_0():
+    """Worlds are the cached base models' identity: the default draws must not drift between versions."""
+    got = [(p.text, p.meta["target"], p.meta["home"]) for p in Guessing().prompts("test")[:3]]
+    assert got == [("past 16 20 16 16; guess 1..31", 16, [16, 20]), ("past 23 9 23 23; guess 1..31", 23, [23, 9]),
+                   ("past 9 25 9 25; guess 1..31", 9, [25, 9])]

@@ -133,8 +133,8 @@ class CalculatorEnv(ToolEnv):
 
     tools = ("calc",)
 
-    def __init__(self, expr: str, value: int, *, tool_reward: float, tool_reward_cap: int, max_expr_chars: int):
-        self.expr, self.value = expr, value
+    def __init__(self, value: int, *, tool_reward: float, tool_reward_cap: int, max_expr_chars: int):
+        self.value = value
         self.tool_reward, self.tool_reward_cap = tool_reward, tool_reward_cap
         self.max_expr_chars = max_expr_chars
         self.reset(None)
@@ -260,11 +260,9 @@ class Calculator:
         return list(self._splits[split])
 
     def problem(self, prompt: Prompt) -> tuple[str, int]:
-        """(expression, integer value) of ``prompt``: from its meta, else parsed from its text."""
-        meta = prompt.meta or {}
-        if "expr" in meta and "value" in meta:
-            return str(meta["expr"]), int(meta["value"])
-        expr = prompt.text[:-len(_PROMPT_SUFFIX)] if prompt.text.endswith(_PROMPT_SUFFIX) else None
+        """(expression, integer value) of ``prompt``, parsed from its text (the text is the problem;
+        ``meta`` only repeats it, and a prompt rebuilt from an eval file has none)."""
+        expr = prompt.text[:-len(_PROMPT_SUFFIX)] if prompt.text.endswith(_PROMPT_SUFFIX) else ""
         try:
             value = parse(expr, max_chars=100).value if expr else None
         except ExprError:
@@ -277,9 +275,8 @@ class Calculator:
     # ------------------------------------------------------------------ episodes
     def make_env(self, prompt: Prompt, *, seed: int = 0) -> CalculatorEnv:
         """A fresh environment for ``prompt`` (deterministic: the env draws nothing, ``seed`` is unused)."""
-        expr, value = self.problem(prompt)
-        return CalculatorEnv(expr, value, tool_reward=self.tool_reward, tool_reward_cap=self.tool_reward_cap,
-                             max_expr_chars=self.max_expr_chars)
+        return CalculatorEnv(self.problem(prompt)[1], tool_reward=self.tool_reward,
+                             tool_reward_cap=self.tool_reward_cap, max_expr_chars=self.max_expr_chars)
 
     def episode_demonstration(self, prompt: Prompt, rng: random.Random) -> list[tuple[str, str]]:
         """The expert: ``calc`` then the copied value, or (rate ``demo_direct_rate``) a direct answer."""
