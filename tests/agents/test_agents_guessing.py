@@ -387,3 +387,80 @@ def test_guessing_prompts_are_pinned_for_seed_0():
     got = [(p.text, p.meta["target"], p.meta["home"]) for p in Guessing().prompts("test")[:3]]
     assert got == [("past 16 20 16 16; guess 1..31", 16, [16, 20]), ("past 23 9 23 23; guess 1..31", 23, [23, 9]),
                    ("past 9 25 9 25; guess 1..31", 9, [25, 9])]
+
+
+def _consistent(v, history, guessed):
+    """Brute force: is value v still possible after the (guess, feedback) pairs in history, and new?"""
+    return v not in guessed and all((v > g) if fb == "higher" else (v < g) for g, fb in history)
+
+
+def test_guessing_useful_matches_brute_force_consistency():
+    rng = random.Random(0)
+    for _ in range(300):
+        target = rng.randint(1, 31)
+        env = GuessingEnv(target, [rng.randint(1, 31) for _ in range(4)])
+        history, guessed = [], set()
+        for _ in range(8):
+            g = rng.choice([rng.randint(1, 31), 1, 31])
+            r = env.step(f"<guess>{g}</guess>")
+            assert r.info["useful"] == _consistent(g, history, guessed), (target, history, g)
+            if r.done:
+                assert g == target and r.observation == "correct"
+                break
+            assert r.observation == ("higher" if target > g else "lower")
+            history.append((g, r.observation))
+            guessed.add(g)
+
+
+def test_expert_guesses_are_consistent_and_exploit_the_top_history_values():
+    rng = random.Random(1)
+    for _ in range(500):
+        past, target, k = [rng.randint(1, 31) for _ in range(4)], rng.randint(1, 31), rng.randint(0, 3)
+        guesses = expert_guesses(target, past, n_values=31, exploit=k)
+        history, guessed = [], set()
+        top = [v for v, _ in sorted({v: past.count(v) for v in past}.items(), key=lambda kv: (-kv[1], kv[0]))][:k]
+        for g in guesses:
+            assert _consistent(g, history, guessed)
+            allowed = [v for v in top if _consistent(v, history, guessed)]
+            if allowed:                              # a top history value the feedback still allows comes first
+                assert g == allowed[0]
+            else:                                    # then the midpoint of the allowed interval, rounded down
+                lo = max([1] + [h + 1 for h, fb in history if fb == "higher"])
+                hi = min([31] + [h - 1 for h, fb in history if fb == "lower"])
+                assert g == (lo + hi) // 2
+            if g != target:
+                history.append((g, "higher" if target > g else "lower"))
+                guessed.add(g)
+        assert guesses[-1] == target
+
+
+def test_draw_world_covers_the_whole_range():
+    homes, uniform = set(), set()
+    for w in range(400):
+        home, targets = draw_world(0, w, n_values=31, homes=2, history=4, noise=0.0, structure=False)
+        homes |= set(home)
+        uniform |= set(targets)
+    assert homes == uniform == set(range(1, 32))
+
+
+def test_guessing_fresh_env_and_wrong_answer_observation():
+    env = _env()
+    assert env.outcome() == Verdict(0.0, False, None, "no_answer")
+    assert env.step("<guess>1</guess>").info["useful"]          # 1 is a possible target at the start
+    r = env.step("<answer>31</answer>")
+    assert (r.observation, r.reward, r.done) == ("", 0.0, True)
+    env = Guessing(**SMALL, n_values=15).make_env(P, seed=0)
+    assert env.step("<guess>16</guess>").observation == "error: guess a whole number from 1 to 15"
+
+
+def test_guessing_prompt_lookup_edge_cases():
+    task = Guessing(**SMALL)
+    with pytest.raises(ValueError) as err:
+        task.problem(Prompt("test-00010", "guess 1..31"))         # n_test = 10: ids 0..9 only
+    assert str(err.value) == ("guessing: prompt 'test-00010' has no target in its meta and its id names no prompt "
+                              "of this task's splits")
+    p = task.prompts("test")[2]
+    assert task.problem(Prompt(p.id, p.text, {"target": 99}))[0] == p.meta["target"]   # partial meta: looked up
+    with pytest.raises(ValueError) as err:
+        task.prompts("dev")
+    assert str(err.value) == "guessing: unknown split 'dev'; valid splits: train, validation, test, sft"
