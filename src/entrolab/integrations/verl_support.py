@@ -38,6 +38,7 @@ SUPPORT: dict[str, dict[str, str]] = {
         "countdown": "yes",
         "jsonl": "no: verl reads prompts and answers from its own parquet files (data.train_files); use verl's "
                  "built-in scorers for them",
+        "routing": "no: a multi-turn environment; verl's rollout generates one completion per prompt here",
         # episodic (multi-turn) tasks: an episode needs entrolab's environment loop between turns
         "calculator": f"no: {_EPISODIC}", "guessing": f"no: {_EPISODIC}",
     },
@@ -49,6 +50,10 @@ SUPPORT: dict[str, dict[str, str]] = {
         "barfi": "no: learns its blend from the within-group covariance of several reward terms over a whole "
                  "batch and across steps; verl's compute_score scores one completion at a time",
         "closeness": "no: added after the verl adapter; not yet checked through compute_score",
+        "tool_call": "no: reads the tool calls per episode of entrolab's multi-turn rollouts (extras['tool_calls_B']) "
+                     "and the trainer step; verl's compute_score sees one completion's text",
+        "router_r1": "no: reads multi-turn episodes (per-turn infos and malformed counts); verl's compute_score "
+                     "sees one completion's text",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
                     "stream would neither be the recipe's nor reproducible",
     },
@@ -62,6 +67,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "canon": "yes",         # metric='length' only; 'entropy' is refused at build time
         "copo": "no: needs behaviour entropies and parsed answers, which verl's estimator call does not pass",
         "empg": "no: needs per-step entropies, which verl's estimator call does not pass",
+        "spear": "no: replays buffered rows through the trainer's replay_rows hook; verl's estimator call cannot "
+                 "add rows to the update batch (SPEAR's own code is a verl-agent fork)",
         "effective_rank": "no: needs hidden states, which verl's estimator call does not pass",
         "aepo": f"no: {_SIDE}", "dcpo": f"no: {_SIDE}",
     },
