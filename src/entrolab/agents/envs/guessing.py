@@ -37,8 +37,8 @@ it (``guess_penalty`` default 0.1); 0 on every other turn and for a wrong ``<ans
 exhausted budget. Paying for fewer turns is what makes exploiting the world's structure worth it.
 
 ``info["useful"]``: the guess was consistent with all feedback so far (inside the interval the
-feedback still allows and not already guessed). ``info["from_history"]``: the guess is one of the
-history's values (the study counts how often the policy exploits its memory).
+feedback still allows; a wrong guess never is again). ``info["from_history"]``: the guess is one
+of the history's values (kept in the episode records: how often the policy exploits its memory).
 
 **The expert** (``episode_demonstration``): with probability ``demo_exploit`` (default 0.5), when
 the prompt shows a history, it first guesses the ``homes`` most frequent history values (ties:
@@ -118,7 +118,6 @@ class GuessingEnv(ToolEnv):
 
     def reset(self, prompt: Prompt | None) -> str:
         self.turns, self.lo, self.hi = 0, 1, self.n_values
-        self.guessed: set[int] = set()
         self.done = False
         self.verdict = Verdict(0.0, False, None, "no_answer")
         return ""
@@ -127,11 +126,10 @@ class GuessingEnv(ToolEnv):
         if not _NUMBER.fullmatch(body) or not 1 <= int(body) <= self.n_values:
             if final:
                 self.verdict = Verdict(0.0, False, None, "bad_answer")
-            return StepResult(f"error: guess a whole number from 1 to {self.n_values}", 0.0, final,
-                              {"useful": False, "from_history": False})
+            return StepResult(f"error: guess a whole number from 1 to {self.n_values}", 0.0, final)
         g = int(body)
-        info = {"useful": self.lo <= g <= self.hi and g not in self.guessed, "from_history": g in self.past}
-        self.guessed.add(g)
+        # feedback on a wrong guess g moves lo past it or hi below it, so a repeat is never useful
+        info = {"useful": self.lo <= g <= self.hi, "from_history": g in self.past}
         turns = self.turns + 1  # this turn included
         if g == self.target:
             reward = max(0.0, 1.0 - self.guess_penalty * (turns - 1))
