@@ -29,6 +29,8 @@ _SIDE = "samples extra rollouts or rescoring passes inside the trainer step (sid
 _ONE_SAMPLE = "needs the whole batch or group of completions; verl's compute_score sees one completion"
 _TOKENS = "counts completion tokens; verl's compute_score gets text only"
 _POLICY = "scores with the policy or a reward model inside the trainer; verl's compute_score has no model"
+_EPISODIC = "an episodic task: its episodes need entrolab's environment loop between turns " \
+            "(agents.episodes), which verl's rollout worker does not run; compute_score sees one completion"
 
 #: stage (``entrolab list`` section) -> name -> "yes" or "no: <reason>".
 SUPPORT: dict[str, dict[str, str]] = {
@@ -37,6 +39,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "jsonl": "no: verl reads prompts and answers from its own parquet files (data.train_files); use verl's "
                  "built-in scorers for them",
         "routing": "no: a multi-turn environment; verl's rollout generates one completion per prompt here",
+        # episodic (multi-turn) tasks: an episode needs entrolab's environment loop between turns
+        "calculator": f"no: {_EPISODIC}", "guessing": f"no: {_EPISODIC}",
     },
     "rewards": {
         "verifier": "yes", "format": "yes", "incorrect": "yes", "near_miss": "yes",
