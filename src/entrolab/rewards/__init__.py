@@ -2,7 +2,7 @@
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
 diversity, ensemble, reward_model, likelihood,
-barfi, closeness. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
+barfi, closeness, oni. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
 
@@ -17,6 +17,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     ensemble,
     kl_reward,
     likelihood,
+    oni,
     par,
     pear,
     perturb,
