@@ -1,0 +1,346 @@
+"""ONI (arXiv 2410.23022): intrinsic reward models learned online from a judge's labels of the agent's turns.
+
+Hand-built batches carry the multi-turn contract's ``extras["episodes"]`` (actions, observations,
+infos per turn); the rule-based judge reads ``info["useful"]``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from entrolab.registry import REWARDS
+from entrolab.rewards.compose import RewardError, compute_rewards
+from entrolab.rewards.oni import OniReward, batch_turns
+from entrolab.rewards.oni_judges import HttpJudge, JudgeError, Turn, UsefulJudge
+from entrolab.rewards.oni_models import (ClassifierModel, HashingModel, RankingModel, bradley_terry_step,
+                                         count_discounts, featurize, hashed_ngrams, logistic_step,
+                                         preference_from_labels, text_key)
+from entrolab.types import Verdict
+
+
+@dataclass
+class Episode:
+    """The fields of the multi-turn contract's Episode that ONI reads (plus the others, unused)."""
+
+    actions: list[str]
+    observations: list[str]
+    infos: list[dict]
+    rewards: list[float] = field(default_factory=list)
+    outcome: Verdict | None = None
+    stop: str = "done"
+
+
+def ep(*turns):
+    """``ep(("<guess>5</guess>", "higher", True), ...)``; useful None = no ``useful`` key in info."""
+    return Episode([a for a, _, _ in turns], [o for _, o, _ in turns],
+                   [{} if u is None else {"useful": u, "tool_call": True} for _, _, u in turns])
+
+
+G5, G9, ANS = ("<guess>5</guess>", "higher", True), ("<guess>9</guess>", "lower", False), ("<answer>7</answer>", "", None)
+
+
+def episodic_batch(make_batch, episodes, *, step=0):
+    b = make_batch([0.0] * len(episodes), list(range(len(episodes))), texts=[e.actions[-1] if e.actions else ""
+                                                                              for e in episodes])
+    b.extras["episodes"] = episodes
+    b.step = step
+    return b
+
+
+# -- pure math ---------------------------------------------------------------------------------------
+def test_hashed_ngrams_counts_grams_and_normalises():
+    """"aa" with n=2 has grams a, a, aa: counts 2 and 1 in two buckets (no collision in 2^20), L2-normalised."""
+    x = hashed_ngrams("aa", dim=2 ** 20, n=2)
+    assert sorted(x[x != 0].tolist()) == pytest.approx([1 / math.sqrt(5), 2 / math.sqrt(5)])
+    assert torch.equal(hashed_ngrams("", dim=8, n=3), torch.zeros(8, dtype=torch.float64))
+    assert torch.equal(hashed_ngrams("abc", dim=64, n=3), hashed_ngrams("abc", dim=64, n=3))
+
+
+def test_count_discounts_are_episodic_inverse_powers():
+    """keys a, a, b, a with β=3: N = 1, 2, 1, 3 → 1, 1/8, 1, 1/27; β=0 switches it off."""
+    assert count_discounts(["a", "a", "b", "a"], exponent=3.0) == pytest.approx([1, 1 / 8, 1, 1 / 27])
+    assert count_discounts(["a", "a"], exponent=0.0) == [1.0, 1.0]
+
+
+def test_classifier_gradient_step_by_hand_on_two_examples():
+    """w=(0.5, 0), b=0, x1=(1, 2) y1=1, x2=(3, −1) y2=0, lr 0.1.
+
+    z = (0.5, 1.5), p = σ(z) = (0.6224593, 0.8175745), g = p − y = (−0.3775407, 0.8175745);
+    ∂w = (x1 g1 + x2 g2)/2 = ((−0.3775407 + 2.4527234)/2, (−0.7550813 − 0.8175745)/2) = (1.0375914, −0.7863279)
+    w' = w − 0.1 ∂w = (0.3962409, 0.0786328); b' = −0.1 · mean(g) = −0.0220017;
+    loss = (−ln 0.6224593 − ln 0.1824255)/2 = 1.0877451.
+    """
+    w, b, loss = logistic_step(torch.tensor([0.5, 0.0], dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64),
+                               torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64),
+                               torch.tensor([1.0, 0.0], dtype=torch.float64), lr=0.1)
+    assert w.tolist() == pytest.approx([0.39624086, 0.07863279], abs=1e-7)
+    assert float(b) == pytest.approx(-0.02200169, abs=1e-7)
+    assert loss == pytest.approx(1.08774513, abs=1e-7)
+
+
+def test_ranking_bradley_terry_update_by_hand():
+    """w=(0.5, 0), pair 1: a=(1,0) b=(0,1) p=1; pair 2: a=(0,2) b=(1,0) p=0.5 (a tie); lr 0.5.
+
+    d1 = 0.5, (σ(d1) − 1)(a−b) = −0.3775407·(1, −1); d2 = −0.5, (σ(d2) − 0.5)(a−b) = −0.1224593·(−1, 2);
+    grad = mean = (−0.1275407, 0.0663110); w' = w − 0.5 grad = (0.5637703, −0.0331555);
+    loss = (−ln σ(0.5) + ½(−ln σ(−0.5) − ln σ(0.5)))/2 = (0.4740770 + 0.7240770)/2 = 0.5990770.
+    """
+    w, loss = bradley_terry_step(torch.tensor([0.5, 0.0], dtype=torch.float64),
+                                 torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64),
+                                 torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64),
+                                 torch.tensor([1.0, 0.5], dtype=torch.float64), lr=0.5)
+    assert w.tolist() == pytest.approx([0.56377033, -0.03315550], abs=1e-7)
+    assert loss == pytest.approx(0.59907698, abs=1e-7)
+
+
+def test_preference_from_two_labels():
+    assert [preference_from_labels(1, 0), preference_from_labels(0, 1), preference_from_labels(1, 1),
+            preference_from_labels(0.5, 0)] == [1.0, 0.0, 0.5, 0.75]
+
+
+def test_models_update_with_the_step_functions_on_their_dataset():
+    """The classifier refits on every label so far (two updates = steps on [ex1], then on [ex1, ex2])."""
+    m = ClassifierModel(dim=16, n=2, lr=0.5, steps=2, threshold=None, max_examples=10)
+    m.update(["ab"], [1.0])
+    m.update(["ba"], [0.0])
+    w, b = torch.zeros(16, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    x1, x12 = featurize(["ab"], dim=16, n=2), featurize(["ab", "ba"], dim=16, n=2)
+    for x, y in ((x1, [1.0]), (x1, [1.0]), (x12, [1.0, 0.0]), (x12, [1.0, 0.0])):
+        w, b, _ = logistic_step(w, b, x, torch.tensor(y, dtype=torch.float64), lr=0.5)
+    assert torch.equal(m.w_D, w) and torch.equal(m.b, b)
+    p = torch.sigmoid(x12 @ w + b).tolist()
+    assert m.score(["ab", "ba"]).tolist() == p and p[0] > p[1]
+    m.threshold = (p[0] + p[1]) / 2  # the reward is 1[p > threshold]
+    assert m.score(["ab", "ba"]).tolist() == [1.0, 0.0]
+    r = RankingModel(dim=16, n=2, lr=0.5, steps=1, max_examples=1)
+    r.update([("ab", "ba"), ("ba", "ab")], [1.0, 0.0])  # cap 1: the first pair is dropped
+    wr, _ = bradley_terry_step(torch.zeros(16, dtype=torch.float64), featurize(["ba"], dim=16, n=2),
+                               featurize(["ab"], dim=16, n=2), torch.tensor([0.0], dtype=torch.float64), lr=0.5)
+    assert torch.equal(r.w_D, wr) and r.data.dropped == 1
+
+
+# -- the term ----------------------------------------------------------------------------------------
+def test_hashing_table_values_by_hand(make_batch):
+    """lag 0, coef 2, β 1. Row 0: G5 (useful), G5 again, answer (no key → 0): 2·(1 + 1/2 + 0) = 3.
+    Row 1: G9 (not useful) → 0. The table holds one label per distinct turn text; mean placement
+    gives 3/3 = 1 for row 0."""
+    b = episodic_batch(make_batch, [ep(G5, G5, ANS), ep(G9)])
+    r = OniReward(variant="hashing", lag=0, coef=2.0, count_exponent=1.0)
+    vals, m = r(b, None)
+    assert vals.tolist() == [3.0, 0.0]
+    key = lambda t: text_key(f"{t[0]}\n{t[1]}")  # noqa: E731
+    assert r.model.table == {key(G5): 1.0, key(ANS): 0.0, key(G9): 0.0}
+    assert m["oni/annotated"] == 3.0 and m["oni/turn_nonzero_frac"] == 0.5
+    r_mean = OniReward(variant="hashing", lag=0, coef=2.0, count_exponent=1.0, aggregate="mean")
+    assert r_mean(b, None)[0].tolist() == [1.0, 0.0]
+
+
+def test_hashing_asks_the_judge_once_per_distinct_text(make_batch):
+    seen = []
+
+    class Recording(UsefulJudge):
+        def __call__(self, turns):
+            seen.append([t.action for t in turns])
+            return super().__call__(turns)
+
+    r = OniReward(variant="hashing", lag=0)
+    r.judge = Recording()
+    r(episodic_batch(make_batch, [ep(G5, G5, ANS), ep(G5)]), None)
+    r(episodic_batch(make_batch, [ep(G5, G9)], step=1), None)
+    assert seen == [["<guess>5</guess>", "<answer>7</answer>"], ["<guess>9</guess>"]]
+
+
+def test_text_choice_and_single_turn_fallback(make_batch):
+    """Without episodes each completion is one turn (empty observation, empty info → 'missing' label)."""
+    b = make_batch([0.0, 1.0], [0, 1], texts=["abc", "xyz"])
+    assert batch_turns(b) == [[Turn("abc", "", {})], [Turn("xyz", "", {})]]
+    r = OniReward(variant="hashing", lag=0, text="action", judge_args={"missing": 1.0})
+    assert r(b, None)[0].tolist() == [1.0, 1.0]
+    assert r.turn_text(Turn("a", "o")) == "a" and OniReward(text="observation").turn_text(Turn("a", "o")) == "o"
+
+
+def test_lag_labels_are_not_used_before_t_plus_lag(make_batch):
+    """lag 2: the labels of step 0 reach the model at step 2 even though the judge finished long before."""
+    r = OniReward(variant="hashing", lag=2, count_exponent=0.0)
+    out = []
+    for step in range(4):
+        out.append(r(episodic_batch(make_batch, [ep(G5)], step=step), None)[0].item())
+        time.sleep(0.05)  # the judge thread is done by now: still not applied before step 2
+    assert out == [0.0, 0.0, 1.0, 1.0]
+
+
+class SlowJudge(UsefulJudge):
+    """The rule-based judge, but each call takes a different time (slower than a step)."""
+
+    def __init__(self, delays):
+        super().__init__()
+        self.delays = list(delays)
+
+    def __call__(self, turns):
+        time.sleep(self.delays.pop(0) if self.delays else 0.0)
+        return super().__call__(turns)
+
+
+def _trajectory(make_batch):
+    """Six steps of batches with new turns every step (so annotation keeps going)."""
+    steps = []
+    for s in range(6):
+        steps.append([ep((f"<guess>{s}</guess>", "higher" if s % 2 else "lower", bool(s % 2)), G5, ANS),
+                      ep((f"<calc>{s}+1</calc>", f"{s + 1}", True), G9)])
+    return steps
+
+
+@pytest.mark.parametrize("variant", ["hashing", "classification", "ranking"])
+def test_lag_is_deterministic_with_a_slow_judge(make_batch, variant):
+    """The same rewards at every step whether the judge answers at once or later than the next step."""
+    def run(judge):
+        r = OniReward(variant=variant, lag=1, dim=64, threshold=None)
+        if judge is not None:
+            r.judge = judge
+        return [r(episodic_batch(make_batch, eps, step=s), None)[0].tolist()
+                for s, eps in enumerate(_trajectory(make_batch))]
+
+    fast, slow = run(None), run(SlowJudge([0.2, 0.0, 0.15, 0.3]))
+    assert fast == slow
+    assert any(v != 0 for row in fast[2:] for v in row)  # the model did learn something
+
+
+@pytest.mark.parametrize("variant", ["hashing", "classification", "ranking"])
+def test_state_round_trip_resumes_exactly_with_pending_annotations(make_batch, variant):
+    """Save after step 2 with lag 2 (steps 1 and 2 still pending, the judge slow), load into a fresh term
+    through torch.save/torch.load(weights_only=True): steps 3..5 equal the uninterrupted run."""
+    traj = _trajectory(make_batch)
+    make = lambda: OniReward(variant=variant, lag=2, dim=64, threshold=None, seed=3)  # noqa: E731
+    full = make()
+    want = [full(episodic_batch(make_batch, eps, step=s), None)[0].tolist() for s, eps in enumerate(traj)]
+    first = make()
+    first.judge = SlowJudge([0.0, 0.0, 0.3])
+    for s in range(3):
+        first(episodic_batch(make_batch, traj[s], step=s), None)
+    state = first.state_dict()
+    assert [p["step"] for p in state["pending"]] == [1, 2] and all(p["labels"] for p in state["pending"])
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    second = make()
+    second.load_state_dict(torch.load(buf, weights_only=True))
+    got = [second(episodic_batch(make_batch, traj[s], step=s), None)[0].tolist() for s in range(3, 6)]
+    assert got == want[3:]
+    with pytest.raises(ValueError, match="checkpoint holds"):
+        OniReward(variant="hashing" if variant != "hashing" else "ranking").load_state_dict(state)
+
+
+def test_ranking_pairs_and_derived_preferences(make_batch):
+    """lag 0, β 0: one pair of the two distinct texts, P(G5 ≻ G9) = 1 from labels (1, 0), one BT step
+    from w = 0: R(G5) > 0 > R(G9), symmetric (R(G5) = −R(G9) since both feature vectors are unit norm)."""
+    r = OniReward(variant="ranking", lag=0, count_exponent=0.0, sgd_steps=1, dim=4096)
+    vals, m = r(episodic_batch(make_batch, [ep(G5), ep(G9)]), None)
+    assert len(r.model.data.items) == 1
+    (pair, p), = r.model.data.items
+    assert p == (1.0 if pair[0].startswith("<guess>5") else 0.0)
+    assert vals[0] > 0 > vals[1] and float(vals[0]) == pytest.approx(-float(vals[1]), rel=1e-6)
+
+
+def test_registered_and_composes_with_the_verifier(make_batch):
+    b = episodic_batch(make_batch, [ep(G5), ep(G9)])
+    term = REWARDS.build("oni", {"variant": "hashing", "lag": 0, "coef": 0.5})
+    total, metrics = compute_rewards(b, None, [("verifier", 1.0, lambda bb, t: ([1.0, 0.0], {})),
+                                               ("oni", 2.0, term)])
+    assert total.tolist() == [1.0 + 2.0 * 0.5, 0.0] and metrics["reward/oni"] == 0.25
+
+
+# -- errors ------------------------------------------------------------------------------------------
+def test_bad_inputs_are_errors_naming_the_place(make_batch):
+    b = episodic_batch(make_batch, [ep(G5), Episode(["a", "b"], ["x"], [{}, {}])])
+    with pytest.raises(RewardError, match="episode of row 1 has 2 actions, 1 observations"):
+        OniReward(lag=0)(b, None)
+    strict = OniReward(lag=0, judge_args={"missing": None})
+    with pytest.raises(RewardError, match=r"judge 'useful' failed on the turns of step 0: .*turn 1 .*answer>7"):
+        strict(episodic_batch(make_batch, [ep(G5, ANS)]), None)
+    bad = OniReward(lag=0)
+    bad.judge = lambda turns: [2.0] * len(turns)
+    with pytest.raises(RewardError, match=r"returned label 2.0 at index 0"):
+        bad(episodic_batch(make_batch, [ep(G5)]), None)
+    with pytest.raises(ValueError, match="unknown key 'judge_args.endpont'.*Did you mean 'endpoint'"):
+        OniReward(judge="http", judge_args={"endpont": "http://x"})
+    with pytest.raises(JudgeError, match="expected a bool"):
+        UsefulJudge()([Turn("a", "o", {"useful": "yes"})])
+    assert OniReward(judge="entrolab.rewards.oni_judges:UsefulJudge").judge([Turn("a", "o", {"useful": True})]) == [1.0]
+
+
+# -- HTTP judge --------------------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Handler.requests.append((self.path, body))
+        if self.path == "/slow":
+            time.sleep(1.0)
+        if self.path == "/notjson":
+            out = b"<html>oops</html>"
+        elif self.path == "/short":
+            out = json.dumps({"labels": []}).encode()
+        elif body["kind"] == "label":
+            out = json.dumps({"labels": [1 if t["observation"] == "higher" else 0 for t in body["turns"]]}).encode()
+        else:
+            out = json.dumps({"preferences": [0.5 for _ in body["pairs"]]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            self.wfile.write(out)
+        except OSError:  # the client gave up (timeout test)
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Handler.requests = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_judge_speaks_the_documented_json(make_batch, judge_server):
+    r = OniReward(variant="hashing", lag=0, count_exponent=0.0,
+                  judge="http", judge_args={"endpoint": judge_server + "/judge", "batch_size": 2})
+    vals, _ = r(episodic_batch(make_batch, [ep(G5, ANS), ep(G9)]), None)
+    assert vals.tolist() == [1.0, 0.0]
+    assert _Handler.requests == [  # 3 distinct turns in chunks of 2
+        ("/judge", {"kind": "label", "turns": [{"action": "<guess>5</guess>", "observation": "higher"},
+                                               {"action": "<answer>7</answer>", "observation": ""}]}),
+        ("/judge", {"kind": "label", "turns": [{"action": "<guess>9</guess>", "observation": "lower"}]})]
+    prefs = HttpJudge(endpoint=judge_server + "/judge").compare([(Turn("a", "b"), Turn("c", "d"))])
+    assert prefs == [0.5] and _Handler.requests[-1][1] == {
+        "kind": "compare", "pairs": [[{"action": "a", "observation": "b"}, {"action": "c", "observation": "d"}]]}
+
+
+def test_http_judge_timeout_and_bad_answers_name_the_endpoint(make_batch, judge_server):
+    slow = judge_server + "/slow"
+    r = OniReward(lag=0, judge="http", judge_args={"endpoint": slow, "timeout": 0.2})
+    t0 = time.monotonic()
+    with pytest.raises(RewardError, match=f"ONI judge endpoint {slow} did not answer within 0.2 s"):
+        r(episodic_batch(make_batch, [ep(G5)]), None)
+    assert time.monotonic() - t0 < 0.9
+    with pytest.raises(JudgeError, match=f"endpoint {judge_server}/notjson answered with a body that is not JSON"):
+        HttpJudge(endpoint=judge_server + "/notjson")([Turn("a", "b")])
+    with pytest.raises(JudgeError, match=f"endpoint {judge_server}/short returned 0 values, expected a list of 1"):
+        HttpJudge(endpoint=judge_server + "/short")([Turn("a", "b")])
+    with pytest.raises(JudgeError, match="endpoint http://127.0.0.1:9/ failed"):
+        HttpJudge(endpoint="http://127.0.0.1:9/", timeout=2)([Turn("a", "b")])
