@@ -6,6 +6,7 @@ infos per turn); the rule-based judge reads ``info["useful"]``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -58,11 +59,22 @@ def episodic_batch(make_batch, episodes, *, step=0):
 
 # -- pure math ---------------------------------------------------------------------------------------
 def test_hashed_ngrams_counts_grams_and_normalises():
-    """"aa" with n=2 has grams a, a, aa: counts 2 and 1 in two buckets (no collision in 2^20), L2-normalised."""
-    x = hashed_ngrams("aa", dim=2 ** 20, n=2)
-    assert sorted(x[x != 0].tolist()) == pytest.approx([1 / math.sqrt(5), 2 / math.sqrt(5)])
+    """"aab" with n=2 has grams a, a, b, aa, ab: counts 2, 1, 1, 1 in four buckets (no collision in 2^20),
+    divided by the L2 norm √7; no 3-gram; n=1 keeps the unigrams only (2, 1)/√5."""
+    x = hashed_ngrams("aab", dim=2 ** 20, n=2)
+    assert x.dtype == torch.float64
+    assert sorted(x[x != 0].tolist()) == pytest.approx([1 / math.sqrt(7)] * 3 + [2 / math.sqrt(7)])
+    x1 = hashed_ngrams("aab", dim=2 ** 20, n=1)
+    assert sorted(x1[x1 != 0].tolist()) == pytest.approx([1 / math.sqrt(5), 2 / math.sqrt(5)])
     assert torch.equal(hashed_ngrams("", dim=8, n=3), torch.zeros(8, dtype=torch.float64))
-    assert torch.equal(hashed_ngrams("abc", dim=64, n=3), hashed_ngrams("abc", dim=64, n=3))
+    assert torch.equal(featurize([], dim=8, n=3), torch.zeros(0, 8, dtype=torch.float64))
+    assert torch.equal(featurize(["aab"], dim=2 ** 20, n=2), x[None])
+
+
+def test_text_key_is_a_stable_8_byte_blake2b():
+    """Checkpointed tables are keyed by it: it must not change between processes or versions."""
+    assert text_key("ab") == hashlib.blake2b("ab".encode("utf-8"), digest_size=8).hexdigest()
+    assert text_key("é") == hashlib.blake2b(b"\xc3\xa9", digest_size=8).hexdigest() and len(text_key("")) == 16
 
 
 def test_count_discounts_are_episodic_inverse_powers():
@@ -72,19 +84,19 @@ def test_count_discounts_are_episodic_inverse_powers():
 
 
 def test_classifier_gradient_step_by_hand_on_two_examples():
-    """w=(0.5, 0), b=0, x1=(1, 2) y1=1, x2=(3, −1) y2=0, lr 0.1.
+    """w=(0.5, 0), b=0.2, x1=(1, 2) y1=1, x2=(3, −1) y2=0, lr 0.1.
 
-    z = (0.5, 1.5), p = σ(z) = (0.6224593, 0.8175745), g = p − y = (−0.3775407, 0.8175745);
-    ∂w = (x1 g1 + x2 g2)/2 = ((−0.3775407 + 2.4527234)/2, (−0.7550813 − 0.8175745)/2) = (1.0375914, −0.7863279)
-    w' = w − 0.1 ∂w = (0.3962409, 0.0786328); b' = −0.1 · mean(g) = −0.0220017;
-    loss = (−ln 0.6224593 − ln 0.1824255)/2 = 1.0877451.
+    z = x·w + b = (0.7, 1.7), p = σ(z) = (0.6681878, 0.8455347), g = p − y = (−0.3318122, 0.8455347);
+    ∂w = (x1 g1 + x2 g2)/2 = ((−0.3318122 + 2.5366042)/2, (−0.6636244 − 0.8455347)/2) = (1.1023960, −0.7545796)
+    w' = w − 0.1 ∂w = (0.3897604, 0.0754580); b' = 0.2 − 0.1 · mean(g) = 0.2 − 0.0256861 = 0.1743139;
+    loss = (−ln 0.6681878 − ln 0.1544653)/2 = (0.4031860 + 1.8677860)/2 = 1.1354860.
     """
-    w, b, loss = logistic_step(torch.tensor([0.5, 0.0], dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64),
+    w, b, loss = logistic_step(torch.tensor([0.5, 0.0], dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64),
                                torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64),
                                torch.tensor([1.0, 0.0], dtype=torch.float64), lr=0.1)
-    assert w.tolist() == pytest.approx([0.39624086, 0.07863279], abs=1e-7)
-    assert float(b) == pytest.approx(-0.02200169, abs=1e-7)
-    assert loss == pytest.approx(1.08774513, abs=1e-7)
+    assert w.tolist() == pytest.approx([0.38976040, 0.07545796], abs=1e-7)
+    assert float(b) == pytest.approx(0.17431387, abs=1e-7)
+    assert loss == pytest.approx(1.13548604, abs=1e-7)
 
 
 def test_ranking_bradley_terry_update_by_hand():
@@ -111,21 +123,30 @@ def test_models_update_with_the_step_functions_on_their_dataset():
     """The classifier refits on every label so far (two updates = steps on [ex1], then on [ex1, ex2])."""
     m = ClassifierModel(dim=16, n=2, lr=0.5, steps=2, threshold=None, max_examples=10)
     m.update(["ab"], [1.0])
-    m.update(["ba"], [0.0])
+    metrics = m.update(["ba"], [0.0])
     w, b = torch.zeros(16, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
     x1, x12 = featurize(["ab"], dim=16, n=2), featurize(["ab", "ba"], dim=16, n=2)
+    losses = []
     for x, y in ((x1, [1.0]), (x1, [1.0]), (x12, [1.0, 0.0]), (x12, [1.0, 0.0])):
-        w, b, _ = logistic_step(w, b, x, torch.tensor(y, dtype=torch.float64), lr=0.5)
-    assert torch.equal(m.w_D, w) and torch.equal(m.b, b)
+        w, b, loss = logistic_step(w, b, x, torch.tensor(y, dtype=torch.float64), lr=0.5)
+        losses.append(loss)
+    assert torch.equal(m.w_D, w) and torch.equal(m.b, b) and m.b.dtype == torch.float64
+    assert metrics == {"oni/model_loss": losses[2], "oni/dataset_size": 2.0, "oni/dataset_dropped": 0.0}
     p = torch.sigmoid(x12 @ w + b).tolist()
     assert m.score(["ab", "ba"]).tolist() == p and p[0] > p[1]
-    m.threshold = (p[0] + p[1]) / 2  # the reward is 1[p > threshold]
-    assert m.score(["ab", "ba"]).tolist() == [1.0, 0.0]
-    r = RankingModel(dim=16, n=2, lr=0.5, steps=1, max_examples=1)
-    r.update([("ab", "ba"), ("ba", "ab")], [1.0, 0.0])  # cap 1: the first pair is dropped
-    wr, _ = bradley_terry_step(torch.zeros(16, dtype=torch.float64), featurize(["ba"], dim=16, n=2),
-                               featurize(["ab"], dim=16, n=2), torch.tensor([0.0], dtype=torch.float64), lr=0.5)
-    assert torch.equal(r.w_D, wr) and r.data.dropped == 1
+    m.threshold = p[1]  # the reward is 1[p > threshold], strictly
+    assert m.score(["ab", "ba"]).tolist() == [1.0, 0.0] and m.score(["ab"]).dtype == torch.float64
+    r = RankingModel(dim=16, n=2, lr=0.5, steps=2, max_examples=1)
+    metrics = r.update([("ab", "ba"), ("ba", "ab")], [1.0, 0.0])  # cap 1: the first pair is dropped
+    xa, xb, p0 = featurize(["ba"], dim=16, n=2), featurize(["ab"], dim=16, n=2), torch.tensor([0.0], dtype=torch.float64)
+    wr, loss0 = bradley_terry_step(torch.zeros(16, dtype=torch.float64), xa, xb, p0, lr=0.5)
+    wr, _ = bradley_terry_step(wr, xa, xb, p0, lr=0.5)
+    assert torch.equal(r.w_D, wr) and r.data.items == [(("ba", "ab"), 0.0)]
+    assert metrics == {"oni/model_loss": loss0, "oni/dataset_size": 1.0, "oni/dataset_dropped": 1.0}
+    h = HashingModel()
+    assert h.score(["x"]).tolist() == [0.0] and h.update(["x"], [1.0]) == {"oni/table_size": 1.0}
+    assert h.score(["x", "y"]).tolist() == [1.0, 0.0] and h.score(["x"]).dtype == torch.float64
+    assert HashingModel(unseen=0.25).score(["y"]).tolist() == [0.25]
 
 
 # -- the term ----------------------------------------------------------------------------------------

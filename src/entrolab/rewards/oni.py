@@ -233,8 +233,7 @@ class OniReward:
     # -- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Model, queue and counters; pending annotations are waited for and saved as labels."""
-        pending = [{"step": j.step, "items": [list(i) if isinstance(i, tuple) else i for i in j.items],
-                    "labels": list(self._resolve(j))} for j in self.pending]
+        pending = [{"step": j.step, "items": list(j.items), "labels": list(self._resolve(j))} for j in self.pending]
         internal = self.rng.getstate()
         return {"variant": self.variant, "model": self.model.state_dict(), "seen": sorted(self.seen),
                 "pending": pending, "annotated": self.annotated, "abstained": self.abstained,
@@ -246,8 +245,7 @@ class OniReward:
             raise ValueError(f"oni: checkpoint holds a {state['variant']!r} model, the recipe asks for {self.variant!r}")
         self.model.load_state_dict(state["model"])
         self.seen = set(state["seen"])
-        self.pending = [_Job(int(j["step"]), [i if isinstance(i, str) else tuple(i) for i in j["items"]], None,
-                             list(j["labels"])) for j in state["pending"]]
+        self.pending = [_Job(int(j["step"]), list(j["items"]), None, list(j["labels"])) for j in state["pending"]]
         self.annotated, self.abstained = int(state["annotated"]), int(state["abstained"])
         self.model_metrics = {k: float(v) for k, v in state["model_metrics"].items()}
         r = state["rng"]

@@ -20,7 +20,6 @@ Each model has ``score(texts) -> [N]``, ``update(...)`` and ``state_dict``/``loa
 from __future__ import annotations
 
 import hashlib
-import math
 import zlib
 from collections import Counter
 from typing import Any, Sequence
@@ -139,14 +138,17 @@ class _Dataset:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.stack(self._x), torch.tensor([y for _, y in self.items], dtype=torch.float64)
 
+    def metrics(self, loss: float) -> dict[str, float]:
+        """The update's metrics: ``loss`` (before its first step) and the data set's size."""
+        return {"oni/model_loss": loss, "oni/dataset_size": float(len(self.items)),
+                "oni/dataset_dropped": float(self.dropped)}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"items": [[list(i) if isinstance(i, tuple) else i, y] for i, y in self.items],
-                "dropped": self.dropped}
+        return {"items": list(self.items), "dropped": self.dropped}  # tuples load with weights_only
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.items, self._x = [], []
-        self.add([i if isinstance(i, str) else tuple(i) for i, _ in state["items"]],
-                 [y for _, y in state["items"]])
+        self.add([i for i, _ in state["items"]], [y for _, y in state["items"]])
         self.dropped = int(state["dropped"])
 
 
@@ -196,12 +198,11 @@ class ClassifierModel:
     def update(self, texts: Sequence[str], labels: Sequence[float]) -> dict[str, float]:
         self.data.add(list(texts), labels)
         x_ND, y_N = self.data.tensors()
-        loss = math.nan
-        for i in range(self.steps):
-            self.w_D, self.b, step_loss = logistic_step(self.w_D, self.b, x_ND, y_N, lr=self.lr)
-            loss = step_loss if i == 0 else loss
-        return {"oni/model_loss": loss, "oni/dataset_size": float(len(self.data.items)),
-                "oni/dataset_dropped": float(self.data.dropped)}
+        losses = []
+        for _ in range(self.steps):
+            self.w_D, self.b, loss = logistic_step(self.w_D, self.b, x_ND, y_N, lr=self.lr)
+            losses.append(loss)
+        return self.data.metrics(losses[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"w_D": self.w_D.clone(), "b": self.b.clone(), "data": self.data.state_dict()}
@@ -228,12 +229,11 @@ class RankingModel:
     def update(self, pairs: Sequence[tuple[str, str]], prefs: Sequence[float]) -> dict[str, float]:
         self.data.add([tuple(p) for p in pairs], prefs)
         x_N2D, p_N = self.data.tensors()
-        loss = math.nan
-        for i in range(self.steps):
-            self.w_D, step_loss = bradley_terry_step(self.w_D, x_N2D[:, 0], x_N2D[:, 1], p_N, lr=self.lr)
-            loss = step_loss if i == 0 else loss
-        return {"oni/model_loss": loss, "oni/dataset_size": float(len(self.data.items)),
-                "oni/dataset_dropped": float(self.data.dropped)}
+        losses = []
+        for _ in range(self.steps):
+            self.w_D, loss = bradley_terry_step(self.w_D, x_N2D[:, 0], x_N2D[:, 1], p_N, lr=self.lr)
+            losses.append(loss)
+        return self.data.metrics(losses[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"w_D": self.w_D.clone(), "data": self.data.state_dict()}
