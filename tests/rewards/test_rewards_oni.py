@@ -1,7 +1,7 @@
 """ONI (arXiv 2410.23022): intrinsic reward models learned online from a judge's labels of the agent's turns.
 
-Hand-built batches carry the multi-turn contract's ``extras["episodes"]`` (actions, observations,
-infos per turn); the rule-based judge reads ``info["useful"]``.
+Hand-built batches carry the multi-turn rollout's ``extras["episodes"]`` (``agents.episodes.Episode``:
+actions, observations, infos per turn); the rule-based judge reads ``info["useful"]``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
+from entrolab.agents.episodes import Episode
 from entrolab.registry import REWARDS
 from entrolab.rewards.compose import RewardError, compute_rewards
 from entrolab.rewards.oni import OniReward, batch_turns
@@ -25,25 +25,13 @@ from entrolab.rewards.oni_judges import HttpJudge, JudgeError, Turn, UsefulJudge
 from entrolab.rewards.oni_models import (ClassifierModel, HashingModel, RankingModel, bradley_terry_step,
                                          count_discounts, featurize, hashed_ngrams, logistic_step,
                                          preference_from_labels, text_key)
-from entrolab.types import Verdict
-
-
-@dataclass
-class Episode:
-    """The fields of the multi-turn contract's Episode that ONI reads (plus the others, unused)."""
-
-    actions: list[str]
-    observations: list[str]
-    infos: list[dict]
-    rewards: list[float] = field(default_factory=list)
-    outcome: Verdict | None = None
-    stop: str = "done"
 
 
 def ep(*turns):
     """``ep(("<guess>5</guess>", "higher", True), ...)``; useful None = no ``useful`` key in info."""
-    return Episode([a for a, _, _ in turns], [o for _, o, _ in turns],
-                   [{} if u is None else {"useful": u, "tool_call": True} for _, _, u in turns])
+    return Episode(actions=[a for a, _, _ in turns], observations=[o for _, o, _ in turns],
+                   rewards=[0.0] * len(turns),
+                   infos=[{} if u is None else {"useful": u, "tool_call": True} for _, _, u in turns])
 
 
 G5, G9, ANS = ("<guess>5</guess>", "higher", True), ("<guess>9</guess>", "lower", False), ("<answer>7</answer>", "", None)
@@ -281,7 +269,7 @@ def test_registered_and_composes_with_the_verifier(make_batch):
 
 # -- errors ------------------------------------------------------------------------------------------
 def test_bad_inputs_are_errors_naming_the_place(make_batch):
-    b = episodic_batch(make_batch, [ep(G5), Episode(["a", "b"], ["x"], [{}, {}])])
+    b = episodic_batch(make_batch, [ep(G5), Episode(actions=["a", "b"], observations=["x"], infos=[{}, {}])])
     with pytest.raises(RewardError, match="episode of row 1 has 2 actions, 1 observations"):
         OniReward(lag=0)(b, None)
     strict = OniReward(lag=0, judge_args={"missing": None})
