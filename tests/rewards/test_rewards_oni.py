@@ -24,7 +24,8 @@ from entrolab.rewards.oni import OniReward, batch_turns
 from entrolab.rewards.oni_judges import HttpJudge, JudgeError, Turn, UsefulJudge
 from entrolab.rewards.oni_models import (ClassifierModel, HashingModel, RankingModel, bradley_terry_step,
                                          count_discounts, featurize, hashed_ngrams, logistic_step,
-                                         preference_from_labels, text_key)
+                                         merge_moments, normalize_sparsify, preference_from_labels,
+                                         text_key)
 
 
 def ep(*turns):
@@ -250,13 +251,38 @@ def test_state_round_trip_resumes_exactly_with_pending_annotations(make_batch, v
 
 def test_ranking_pairs_and_derived_preferences(make_batch):
     """lag 0, β 0: one pair of the two distinct texts, P(G5 ≻ G9) = 1 from labels (1, 0), one BT step
-    from w = 0: R(G5) > 0 > R(G9), symmetric (R(G5) = −R(G9) since both feature vectors are unit norm)."""
-    r = OniReward(variant="ranking", lag=0, count_exponent=0.0, sgd_steps=1, dim=4096)
-    vals, m = r(episodic_batch(make_batch, [ep(G5), ep(G9)]), None)
-    assert len(r.model.data.items) == 1
-    (pair, p), = r.model.data.items
+    from w = 0: R(G5) > 0 > R(G9), symmetric (R(G5) = −R(G9) since both feature vectors are unit norm).
+    Normalised (default): running mean 0, variance R², so z = (1, −1) and −1 < −0.5 is cut to 0."""
+    raw = OniReward(variant="ranking", lag=0, count_exponent=0.0, sgd_steps=1, dim=4096, rank_normalize=False)
+    vals, m = raw(episodic_batch(make_batch, [ep(G5), ep(G9)]), None)
+    assert len(raw.model.data.items) == 1
+    (pair, p), = raw.model.data.items
     assert p == (1.0 if pair[0].startswith("<guess>5") else 0.0)
     assert vals[0] > 0 > vals[1] and float(vals[0]) == pytest.approx(-float(vals[1]), rel=1e-6)
+    norm = OniReward(variant="ranking", lag=0, count_exponent=0.0, sgd_steps=1, dim=4096)
+    assert norm(episodic_batch(make_batch, [ep(G5), ep(G9)]), None)[0].tolist() == pytest.approx([1.0, 0.0])
+    count, mean, var = norm.model.moments
+    assert count == 2 and mean == pytest.approx(0.0, abs=1e-12) and var == pytest.approx(float(vals[0]) ** 2)
+
+
+def test_running_moments_and_sparsified_normalisation_by_hand():
+    """(0, 0, 0) + [1, 3] → (2, 2, 1); + [5] → δ = 3, mean 2 + 3/3 = 3, var (1·2 + 0 + 9·2·1/3)/3 = 8/3,
+    the moments of [1, 3, 5]. z of [0, 1.8, 6] under mean 3, var 9: (−1, −0.4, 1); threshold −0.5 zeroes −1."""
+    state = merge_moments(0, 0.0, 0.0, torch.tensor([1.0, 3.0]))
+    assert state == (2, 2.0, 1.0)
+    assert merge_moments(*state, torch.tensor([5.0])) == pytest.approx((3, 3.0, 8 / 3))
+    assert merge_moments(*state, torch.zeros(0)) == state
+    x = torch.tensor([0.0, 1.8, 6.0], dtype=torch.float64)
+    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=-0.5).tolist() == pytest.approx([0.0, -0.4, 1.0])
+    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=None).tolist() == pytest.approx([-1.0, -0.4, 1.0])
+    assert normalize_sparsify(x, mean=3.0, var=0.0, threshold=None, eps=0.25).tolist() == pytest.approx([-6.0, -2.4, 6.0])
+    m = RankingModel(dim=8, n=1, lr=1.0, steps=1, max_examples=4, normalize=True, threshold=None)
+    m.w_D = torch.arange(8, dtype=torch.float64)
+    r1 = m.score(["a", "b"])
+    out = m.rewards(["a", "b", "a"])  # repeats count in the moments: this batch is R(a), R(b), R(a)
+    want = torch.stack([r1[0], r1[1], r1[0]])
+    assert m.moments == pytest.approx((3, float(want.mean()), float(want.var(unbiased=False))))
+    assert out.tolist() == pytest.approx(((want - want.mean()) / (want.var(unbiased=False) + 1e-8) ** 0.5).tolist())
 
 
 def test_registered_and_composes_with_the_verifier(make_batch):

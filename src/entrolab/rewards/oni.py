@@ -84,6 +84,9 @@ class OniReward:
         count_exponent: β of the episodic count scaling ``1/N^β`` (3 in the released code; 0 = off).
         unseen: hashing's reward for a text the judge has not labelled yet (0 in the paper).
         threshold: classification's reward is ``1[p > threshold]`` (paper: 0.5), or ``p`` if None.
+        rank_normalize, rank_threshold: ranking's reward is ``z · 1[z > rank_threshold]`` with z = R
+            normalised by its running mean and variance over every turn scored (paper: −0.5), or
+            z itself (threshold None), or R raw (``rank_normalize: false``).
         dim, ngram: hashed character 1..ngram-gram features of the learned variants.
         lr, sgd_steps: full-batch gradient steps per update of the learned variants.
         max_examples: dataset cap of the learned variants (oldest dropped, counted in a metric).
@@ -95,7 +98,8 @@ class OniReward:
                  judge: str = "useful", judge_args: dict[str, Any] | None = None, lag: int = 1,
                  coef: float = 1.0, aggregate: Literal["sum", "mean"] = "sum",
                  text: Literal["turn", "action", "observation"] = "turn", count_exponent: float = 3.0,
-                 unseen: float = 0.0, threshold: float | None = 0.5, dim: int = 1024, ngram: int = 3,
+                 unseen: float = 0.0, threshold: float | None = 0.5, rank_normalize: bool = True,
+                 rank_threshold: float | None = -0.5, dim: int = 1024, ngram: int = 3,
                  lr: float = 1.0, sgd_steps: int = 8, max_examples: int = 4096, seed: int = 0,
                  wait_timeout: float = 600.0):
         if lag < 0:
@@ -115,7 +119,8 @@ class OniReward:
             self.model = ClassifierModel(dim=dim, n=ngram, lr=lr, steps=sgd_steps, threshold=threshold,
                                          max_examples=max_examples)
         else:
-            self.model = RankingModel(dim=dim, n=ngram, lr=lr, steps=sgd_steps, max_examples=max_examples)
+            self.model = RankingModel(dim=dim, n=ngram, lr=lr, steps=sgd_steps, max_examples=max_examples,
+                                      normalize=rank_normalize, threshold=rank_threshold)
         self.rng = random.Random(seed)
         self.seen: set[str] = set()     # keys of texts annotated or pending (pointwise variants)
         self.pending: list[_Job] = []   # in submission (= step) order
@@ -204,12 +209,12 @@ class OniReward:
     def turn_rewards(self, turns_B: list[list[Turn]]) -> list[list[float]]:
         """``coef · model(x_k) / N_k^β`` for every turn of every row (the model as it is now)."""
         texts = [[self.turn_text(t) for t in row] for row in turns_B]
-        distinct = sorted({x for row in texts for x in row})
-        score = dict(zip(distinct, self.model.score(distinct).tolist())) if distinct else {}
-        out = []
+        flat = self.model.rewards([x for row in texts for x in row]).tolist()
+        out, start = [], 0
         for row in texts:
             disc = count_discounts([text_key(x) for x in row], exponent=self.count_exponent)
-            out.append([self.coef * score[x] * d for x, d in zip(row, disc)])
+            out.append([self.coef * v * d for v, d in zip(flat[start:start + len(row)], disc)])
+            start += len(row)
         return out
 
     def __call__(self, batch: RolloutBatch, task: Task | None) -> tuple[torch.Tensor, Metrics]:

@@ -12,15 +12,18 @@ intrinsic reward ``r_int(x)`` of a turn's text ``x``. The three variants of the 
   becomes a logistic regression over hashed character n-grams ``φ`` (small, CPU, exactly testable).
 * ``RankingModel`` (ONI-Ranking, after Motif): a Bradley–Terry score ``R(x) = w·φ(x)`` fitted to the
   judge's preferences ``p = P(a ≻ b)`` between two turns with the soft-label loss
-  ``−[p log σ(R(a) − R(b)) + (1 − p) log σ(R(b) − R(a))]``; the reward is ``R(x)``.
+  ``−[p log σ(R(a) − R(b)) + (1 − p) log σ(R(b) − R(a))]``; the reward is ``R(x)`` normalised by its
+  running mean and variance and sparsified (``normalize_sparsify``), or ``R(x)`` itself.
 
-Each model has ``score(texts) -> [N]``, ``update(...)`` and ``state_dict``/``load_state_dict``.
+Each model has ``score(texts) -> [N]`` (distinct texts), ``rewards(texts) -> [N]`` (a batch's turn texts,
+repeats included), ``update(...)`` and ``state_dict``/``load_state_dict``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
+from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, Sequence
 
@@ -107,6 +110,29 @@ def count_discounts(keys: Sequence[str], *, exponent: float) -> list[float]:
     return out
 
 
+def merge_moments(count: int, mean: float, var: float, x_N: torch.Tensor) -> tuple[int, float, float]:
+    """Running (count, mean, population variance) merged with the batch ``x_N`` (Chan et al.'s update).
+
+    ``δ = mean_x − mean``, ``n' = n + m``, ``mean' = mean + δ m/n'``,
+    ``var' = (n var + m var_x + δ² n m / n') / n'``: exactly the moments of everything seen so far.
+    """
+    m = int(x_N.numel())
+    if m == 0:
+        return count, mean, var
+    mean_x, var_x = float(x_N.mean()), float(x_N.var(unbiased=False))
+    total = count + m
+    delta = mean_x - mean
+    return total, mean + delta * m / total, (var * count + var_x * m + delta ** 2 * count * m / total) / total
+
+
+def normalize_sparsify(x_N: torch.Tensor, *, mean: float, var: float, threshold: float | None,
+                       eps: float = 1e-8) -> torch.Tensor:
+    """``z = (x − mean)/√(var + eps)``, then ``z · 1[z > threshold]`` (ONI-Ranking's use of R, threshold −0.5
+    in the released code: a value on the normalised scale, not a quantile); no threshold keeps z."""
+    z_N = (x_N - mean) / (var + eps) ** 0.5
+    return z_N if threshold is None else z_N * (z_N > threshold)
+
+
 def preference_from_labels(label_a: float, label_b: float) -> float:
     """``P(a ≻ b) = (1 + y_a − y_b) / 2`` from two pointwise labels in [0, 1] (1, 0 or a 0.5 tie when binary)."""
     return 0.5 * (1.0 + label_a - label_b)
@@ -152,7 +178,20 @@ class _Dataset:
         self.dropped = int(state["dropped"])
 
 
-class HashingModel:
+class _Model(ABC):
+    """``rewards(texts)``: the model's reward of each turn text (repeats allowed), ``score`` by default."""
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> torch.Tensor:
+        """[N] float64 value of each (distinct) text."""
+
+    def rewards(self, texts: Sequence[str]) -> torch.Tensor:
+        distinct = sorted(set(texts))
+        value = dict(zip(distinct, self.score(distinct).tolist()))
+        return torch.tensor([value[t] for t in texts], dtype=torch.float64)
+
+
+class HashingModel(_Model):
     """ONI-Retrieval: ``r(x) = label(key(x))`` for annotated texts, ``unseen`` otherwise."""
 
     def __init__(self, *, unseen: float = 0.0):
@@ -174,7 +213,7 @@ class HashingModel:
         self.table = {str(k): float(v) for k, v in state["table"].items()}
 
 
-class ClassifierModel:
+class ClassifierModel(_Model):
     """ONI-Classification: logistic regression over hashed n-grams, refit on every label so far.
 
     Each ``update`` adds the new (text, label) examples and takes ``steps`` full-batch
@@ -212,19 +251,33 @@ class ClassifierModel:
         self.data.load_state_dict(state["data"])
 
 
-class RankingModel:
+class RankingModel(_Model):
     """ONI-Ranking: a Bradley–Terry score ``R(x) = w·φ(x)`` fitted to the judge's pairwise preferences.
 
     No bias term: Bradley–Terry only sees differences ``R(a) − R(b)``, so a bias is unidentifiable.
+    With ``normalize`` the reward of a batch's turns is ``normalize_sparsify(R)`` under the running
+    moments of R over every turn scored so far (this batch's included), as in the released code;
+    else R itself.
     """
 
-    def __init__(self, *, dim: int, n: int, lr: float, steps: int, max_examples: int):
+    def __init__(self, *, dim: int, n: int, lr: float, steps: int, max_examples: int, normalize: bool = False,
+                 threshold: float | None = None):
         self.dim, self.n, self.lr, self.steps = dim, n, lr, steps
+        self.normalize, self.threshold = normalize, threshold
         self.w_D = torch.zeros(dim, dtype=torch.float64)
         self.data = _Dataset(dim=dim, n=n, max_examples=max_examples)
+        self.moments: tuple[int, float, float] = (0, 0.0, 0.0)
 
     def score(self, texts: Sequence[str]) -> torch.Tensor:
         return featurize(texts, dim=self.dim, n=self.n) @ self.w_D
+
+    def rewards(self, texts: Sequence[str]) -> torch.Tensor:
+        raw_N = super().rewards(texts)
+        if not self.normalize:
+            return raw_N
+        self.moments = merge_moments(*self.moments, raw_N)
+        _, mean, var = self.moments
+        return normalize_sparsify(raw_N, mean=mean, var=var, threshold=self.threshold)
 
     def update(self, pairs: Sequence[tuple[str, str]], prefs: Sequence[float]) -> dict[str, float]:
         self.data.add([tuple(p) for p in pairs], prefs)
@@ -236,8 +289,10 @@ class RankingModel:
         return self.data.metrics(losses[0])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"w_D": self.w_D.clone(), "data": self.data.state_dict()}
+        return {"w_D": self.w_D.clone(), "data": self.data.state_dict(), "moments": list(self.moments)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.w_D = state["w_D"].clone()
         self.data.load_state_dict(state["data"])
+        count, mean, var = state["moments"]
+        self.moments = (int(count), float(mean), float(var))
