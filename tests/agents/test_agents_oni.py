@@ -41,3 +41,26 @@ def test_oni_trains_from_episode_infos_and_resumes_exactly(tmp_path, counter_bas
     a = load_file(str(straight / "checkpoints" / "step_000003" / "model.safetensors"))
     b = load_file(str(resumed / "checkpoints" / "step_000003" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_oni_study_arms_build_the_variant_they_name():
+    """benchmarks/agent_studies/oni.py: each ONI arm's recipe builds an `oni` term of its variant, GRPO has none."""
+    import importlib.util
+    from pathlib import Path
+
+    from entrolab.components import import_builtins
+    from entrolab.registry import REWARDS
+
+    import_builtins()
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("oni_study", repo / "benchmarks" / "agent_studies" / "oni.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    built = {}
+    for arm in mod.STUDY["arms"]:
+        rec = load_recipe(str(repo / arm["recipe"]), arm["overrides"])
+        terms = [REWARDS.build(b["name"], {k: v for k, v in b.items() if k not in ("name", "weight", "label")})
+                 for b in rec.rewards.terms]
+        built[arm["label"]] = [getattr(t, "variant", type(t).__name__) for t in terms]
+    assert built == {"GRPO": ["VerifierReward"], "ONI-hashing": ["VerifierReward", "hashing"],
+                     "ONI-classification": ["VerifierReward", "classification"], "ONI-ranking": ["VerifierReward", "ranking"]}
