@@ -125,7 +125,7 @@ def test_models_update_with_the_step_functions_on_their_dataset():
     assert m.score(["ab", "ba"]).tolist() == p and p[0] > p[1]
     m.threshold = p[1]  # the reward is 1[p > threshold], strictly
     assert m.score(["ab", "ba"]).tolist() == [1.0, 0.0] and m.score(["ab"]).dtype == torch.float64
-    r = RankingModel(dim=16, n=2, lr=0.5, steps=2, max_examples=1)
+    r = RankingModel(dim=16, n=2, lr=0.5, steps=2, max_examples=1, normalize=False, threshold=None)
     metrics = r.update([("ab", "ba"), ("ba", "ab")], [1.0, 0.0])  # cap 1: the first pair is dropped
     xa, xb, p0 = featurize(["ba"], dim=16, n=2), featurize(["ab"], dim=16, n=2), torch.tensor([0.0], dtype=torch.float64)
     wr, loss0 = bradley_terry_step(torch.zeros(16, dtype=torch.float64), xa, xb, p0, lr=0.5)
@@ -135,6 +135,7 @@ def test_models_update_with_the_step_functions_on_their_dataset():
     h = HashingModel()
     assert h.score(["x"]).tolist() == [0.0] and h.update(["x"], [1.0]) == {"oni/table_size": 1.0}
     assert h.score(["x", "y"]).tolist() == [1.0, 0.0] and h.score(["x"]).dtype == torch.float64
+    assert h.rewards(["y", "x", "x"]).tolist() == [0.0, 1.0, 1.0] and h.rewards(["x"]).dtype == torch.float64
     assert HashingModel(unseen=0.25).score(["y"]).tolist() == [0.25]
 
 
@@ -267,19 +268,24 @@ def test_ranking_pairs_and_derived_preferences(make_batch):
 
 def test_running_moments_and_sparsified_normalisation_by_hand():
     """(0, 0, 0) + [1, 3] → (2, 2, 1); + [5] → δ = 3, mean 2 + 3/3 = 3, var (1·2 + 0 + 9·2·1/3)/3 = 8/3,
-    the moments of [1, 3, 5]. z of [0, 1.8, 6] under mean 3, var 9: (−1, −0.4, 1); threshold −0.5 zeroes −1."""
+    the moments of [1, 3, 5]; + [5, 7] instead → δ = 4, mean 2 + 4·2/4 = 4, var (2 + 2 + 16·2·2/4)/4 = 5,
+    the moments of [1, 3, 5, 7]. z of [0, 1.5, 1.8, 6] under mean 3, var 9: (−1, −0.5, −0.4, 1); threshold
+    −0.5 zeroes −1 and −0.5 (strictly above is kept)."""
     state = merge_moments(0, 0.0, 0.0, torch.tensor([1.0, 3.0]))
     assert state == (2, 2.0, 1.0)
     assert merge_moments(*state, torch.tensor([5.0])) == pytest.approx((3, 3.0, 8 / 3))
+    assert merge_moments(*state, torch.tensor([5.0, 7.0])) == pytest.approx((4, 4.0, 5.0))
     assert merge_moments(*state, torch.zeros(0)) == state
-    x = torch.tensor([0.0, 1.8, 6.0], dtype=torch.float64)
-    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=-0.5).tolist() == pytest.approx([0.0, -0.4, 1.0])
-    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=None).tolist() == pytest.approx([-1.0, -0.4, 1.0])
-    assert normalize_sparsify(x, mean=3.0, var=0.0, threshold=None, eps=0.25).tolist() == pytest.approx([-6.0, -2.4, 6.0])
+    x = torch.tensor([0.0, 1.5, 1.8, 6.0], dtype=torch.float64)
+    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=-0.5, eps=0.0).tolist() == pytest.approx([0.0, 0.0, -0.4, 1.0])
+    assert normalize_sparsify(x, mean=3.0, var=9.0, threshold=None).tolist() == pytest.approx([-1.0, -0.5, -0.4, 1.0])
+    assert normalize_sparsify(x, mean=3.0, var=0.0, threshold=None, eps=0.25).tolist() == pytest.approx(
+        [-6.0, -3.0, -2.4, 6.0])
     m = RankingModel(dim=8, n=1, lr=1.0, steps=1, max_examples=4, normalize=True, threshold=None)
     m.w_D = torch.arange(8, dtype=torch.float64)
     r1 = m.score(["a", "b"])
     out = m.rewards(["a", "b", "a"])  # repeats count in the moments: this batch is R(a), R(b), R(a)
+    assert out.dtype == torch.float64
     want = torch.stack([r1[0], r1[1], r1[0]])
     assert m.moments == pytest.approx((3, float(want.mean()), float(want.var(unbiased=False))))
     assert out.tolist() == pytest.approx(((want - want.mean()) / (want.var(unbiased=False) + 1e-8) ** 0.5).tolist())

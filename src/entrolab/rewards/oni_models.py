@@ -260,8 +260,8 @@ class RankingModel(_Model):
     else R itself.
     """
 
-    def __init__(self, *, dim: int, n: int, lr: float, steps: int, max_examples: int, normalize: bool = False,
-                 threshold: float | None = None):
+    def __init__(self, *, dim: int, n: int, lr: float, steps: int, max_examples: int, normalize: bool,
+                 threshold: float | None):
         self.dim, self.n, self.lr, self.steps = dim, n, lr, steps
         self.normalize, self.threshold = normalize, threshold
         self.w_D = torch.zeros(dim, dtype=torch.float64)
