@@ -15,6 +15,6 @@ STUDY = {
         {"label": "ONI-ranking", "recipe": ONI, "overrides": ["rewards.terms.1.variant=ranking"]},
     ],
     "metrics": ["pass@1", "episode_turns", "episode_tool_calls", "episode_malformed"],
-    "curves": {"reward/oni": [2, 18], "agent/tool_calls": [2, 18]},
+    "curves": {"reward/oni": [5, 35], "agent/tool_calls": [5, 35]},
     "overrides": [],
 }
