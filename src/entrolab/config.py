@@ -107,6 +107,14 @@ class RolloutCfg(_Strict):
     # budget) or once its completion region (model + environment tokens) reaches max_episode_tokens.
     max_turns: int | None = Field(None, ge=1)
     max_episode_tokens: int | None = Field(None, ge=1)
+    # "reprefill": re-prefill each live episode's context every turn; "keep": keep one KV cache across
+    # turns and feed only new tokens (agents.turn_cache; same context, for long real-model episodes).
+    episode_cache: Literal["reprefill", "keep"] = "reprefill"
+
+    def episode_settings(self) -> dict[str, Any]:
+        """The multi-turn keywords of ``agents.episodes.sampler_for`` and ``evaluation.evaluate``."""
+        return {"max_turns": self.max_turns, "max_episode_tokens": self.max_episode_tokens,
+                "episode_cache": self.episode_cache}
 
 
 class RewardsCfg(_Strict):

@@ -128,7 +128,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
              seed: int = 0, label: str, progress: Callable[[int, int], None] | None = None,
              model_name: str | None = None, task_config: dict[str, Any] | None = None,
              engine: str = "builtin", max_turns: int | None = None,
-             max_episode_tokens: int | None = None) -> dict[str, Any]:
+             max_episode_tokens: int | None = None, episode_cache: str = "reprefill",
+             chat_template: bool = False) -> dict[str, Any]:
     """Sample ``n_samples`` completions per prompt of ``split`` and return the eval JSON dict.
 
     Prompts are processed in chunks of ``max(1, batch_size // n_samples)`` prompts (each chunk one
@@ -149,14 +150,23 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         model_name: recorded as ``"model"`` (default: the model's ``name_or_path``).
         task_config: recorded as ``"task"`` (default: ``{"name": task.name}``).
         engine: the sampler, a ``rollout.engine`` name (``builtin`` or ``hf``).
-        max_turns, max_episode_tokens: episode budgets of an episodic (multi-turn) task, whose
+        max_turns, max_episode_tokens, episode_cache: episode settings of an episodic task, whose
             verdicts come from its environment; the summary then adds per-episode statistics
             (``agents.metrics.episode_summary``).
+        chat_template: render each prompt (and each observation of an episode) with the tokenizer's
+            chat template, as training does under ``model.chat_template``.
     """
     from entrolab.agents.episodes import sampler_for  # imported here: rollout imports models, not us
     from entrolab.agents.metrics import episode_summary
 
-    sample = sampler_for(task, engine=engine, max_turns=max_turns, max_episode_tokens=max_episode_tokens)
+    from entrolab.models.loading import format_prompt
+
+    sample = sampler_for(task, engine=engine, max_turns=max_turns, max_episode_tokens=max_episode_tokens,
+                         episode_cache=episode_cache, chat_template=chat_template)
+
+    def texts(part: list[Prompt]) -> list[str]:
+        return [format_prompt(tokenizer, p.text, chat_template=chat_template) for p in part]
+
     episode_batches = []
     if n_samples < 1:
         raise ValueError(f"evaluate needs n_samples >= 1, got {n_samples}")
@@ -181,7 +191,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         chunk = max(1, batch_size // n_samples)
         for start in range(0, len(prompts), chunk):
             part = prompts[start:start + chunk]
-            batch = sample(model, tokenizer, part, group_size=n_samples, batch_size=batch_size, **kw)
+            batch = sample(model, tokenizer, part, group_size=n_samples, batch_size=batch_size,
+                           prompt_texts=texts(part), **kw)
             for g, prompt in enumerate(part):
                 rows = slice(g * n_samples, (g + 1) * n_samples)
                 verdicts = (batch.verdicts[rows] if batch.verdicts is not None
@@ -196,7 +207,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         if greedy:
             for start in range(0, len(prompts), batch_size):
                 part = prompts[start:start + batch_size]
-                batch = sample(model, tokenizer, part, group_size=1, greedy=True, batch_size=batch_size, **kw)
+                batch = sample(model, tokenizer, part, group_size=1, greedy=True, batch_size=batch_size,
+                               prompt_texts=texts(part), **kw)
                 for g, (prompt, text) in enumerate(zip(part, batch.texts)):
                     v = batch.verdicts[g] if batch.verdicts is not None else task.verify(prompt, text)
                     greedy_P[start + g] = {"text": text, "correct": bool(v.correct), "answer": v.answer}

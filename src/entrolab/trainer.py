@@ -197,7 +197,8 @@ class Trainer:
         from entrolab.models.loading import format_prompt
 
         r = self.recipe.rollout
-        sample = sampler_for(self.task, engine=r.engine, max_turns=r.max_turns, max_episode_tokens=r.max_episode_tokens)
+        sample = sampler_for(self.task, engine=r.engine, chat_template=self.recipe.model.chat_template,
+                             **r.episode_settings())
         texts = [format_prompt(self.tokenizer, p.text, chat_template=self.recipe.model.chat_template) for p in prompts]
         self.model.eval()
         with torch.no_grad(), self._amp():
@@ -407,8 +408,7 @@ class Trainer:
                               max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
                               greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label,
                               progress=cb, engine=self.recipe.rollout.engine,
-                              max_turns=self.recipe.rollout.max_turns,
-                              max_episode_tokens=self.recipe.rollout.max_episode_tokens)
+                              chat_template=self.recipe.model.chat_template, **self.recipe.rollout.episode_settings())
         write_eval(result, self.run_dir / "eval" / f"{label}.json")
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result

@@ -47,6 +47,9 @@ Optional hooks any component may define (the trainer calls them without knowing 
   see ``REQUIREMENTS``), not the policy as it moves during the update. Before the hooks
   run, a ``extras["reinforce_mask_BT"]`` (``REINFORCE_MASK_KEY``; bool, True = reinforce) left by
   any stage zeroes ``adv_BT`` on its False tokens (the likelihood reward reinforces the CoT only).
+* **Replayed rows**: ``replay_rows(batch, *, step) -> RolloutBatch | None`` is called once per step
+  after the side passes; the trainer scores the returned rows (rewards and advantages set, scored
+  fields None) under the current policy and trains on them next to the batch (SPEAR's buffer).
 * **Aggregation binding**: ``bind_aggregation(aggregation)`` is called once by ``build_components``
   with the recipe's policy-loss aggregation, for a component whose own loss term must be weighted
   per row like the policy loss (the likelihood reward's SFT term, Lemma 1 1:1).

@@ -166,3 +166,26 @@ def tiny_random_counter():
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     return LlamaForCausalLM(cfg).eval(), tok
+
+
+def test_kept_cache_gives_the_reprefill_context(counter_base):
+    """episode_cache='keep' feeds only new tokens into one cache with holes; greedy episodes are the
+    re-prefill path's, and sampled episodes' behaviour log-probs equal the training forward's."""
+    _, model, tok = counter_base
+    task = CounterTask(n=4)
+    kw = dict(task=task, group_size=3, max_new_tokens=24, max_turns=3)
+    greedy = [sample_episodes(model, tok, task.prompts("test"), generator=None, greedy=True, episode_cache=c, **kw)
+              for c in ("reprefill", "keep")]
+    assert torch.equal(greedy[0].completion_ids_BT, greedy[1].completion_ids_BT)
+    assert (greedy[0].old_logp_BT - greedy[1].old_logp_BT).abs().max() < 1e-5
+    kept = sample_episodes(model, tok, task.prompts("test"), generator=torch.Generator().manual_seed(5),
+                           temperature=1.5, episode_cache="keep", **kw)
+    assert (kept.extras["turns_B"] > 1).any() and (kept.extras["malformed_B"] > 0).any()  # holes of every kind
+    with torch.no_grad():
+        fwd = completion_stats(model, kept.prompt_ids_BL, kept.mask_prompt_BL, kept.completion_ids_BT, kept.mask_BT,
+                               temperature=1.5, attn_BT=kept.attn_BT)
+    m = kept.mask_BT
+    assert (fwd.logp_BT - kept.old_logp_BT)[m].abs().max() < 1e-5
+    assert (fwd.entropy_BT - kept.entropy_BT)[m].abs().max() < 1e-5
+    with pytest.raises(ValueError, match="episode_cache"):
+        sample_episodes(model, tok, task.prompts("test"), generator=None, greedy=True, episode_cache="lru", **kw)

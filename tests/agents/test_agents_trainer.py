@@ -59,6 +59,18 @@ def test_agent_run_logs_episode_metrics_and_evaluates_episodes(tmp_path, base):
     assert {"episode_turns", "episode_tool_calls", "episode_malformed"} <= set(s)
     base_eval = json.loads((run / "eval" / "step_000000.json").read_text())["summary"]
     assert base_eval["greedy_acc"] == 1.0  # the SFT'd base solves the counter greedily
+    # the run report's Episodes section: one row per evaluation, from the eval files
+    from entrolab.report.agents_section import episode_table
+    from entrolab.report.rundata import load_run
+    from entrolab.report.run_report import write_run_report
+
+    header, rows = episode_table(load_run(run))
+    assert [r[0] for r in rows] == ["step_000000", "step_000001"]
+    assert rows[1][1:6] == [s["episode_success"], s["episode_return"], s["episode_turns"], s["episode_tool_calls"],
+                            s["episode_malformed"]]
+    assert header[-1].startswith("H turn")
+    html = write_run_report(run).read_text()
+    assert "<h2>Episodes</h2>" in html and (run / "report" / "turn_entropy.png").exists()
 
 
 def test_agent_run_resumes_exactly(tmp_path, base):

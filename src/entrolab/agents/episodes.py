@@ -12,9 +12,9 @@ the model's tokens only, so no component ever trains on (or takes the entropy of
 environment wrote. Token ids are kept exactly as sampled and encoded, never re-tokenized from text,
 so the training forward sees the sampler's sequence.
 
-Every turn re-runs the prefill of each live row's context (the first turn shares it across a group);
-for the testbed's short episodes that costs less than keeping per-row caches alive between turns
-(docs/agents.md). All randomness comes from the caller's generator: the uniforms of each decoded
+By default every turn re-runs the prefill of each live row's context (the first turn shares it
+across a group): for the testbed's short episodes that costs less than keeping caches alive between
+turns. ``episode_cache="keep"`` (``agents.turn_cache``) keeps one KV cache across turns instead. All randomness comes from the caller's generator: the uniforms of each decoded
 token and one environment seed per episode.
 """
 
@@ -102,6 +102,8 @@ def sample_episodes(
     progress: Callable[[int, int], None] | None = None,
     max_turns: int | None = None,
     max_episode_tokens: int | None = None,
+    episode_cache: str = "reprefill",
+    chat_template: bool = False,
 ) -> RolloutBatch:
     """Play ``group_size`` episodes of ``task``'s environment per prompt; one batch row per episode.
 
@@ -112,6 +114,15 @@ def sample_episodes(
     ``turn_id_BT`` (turn index on model tokens, −1 elsewhere), ``turn_reward_BT`` (each turn's reward on
     its last token), ``episode_return_B``, ``turns_B``, ``tool_calls_B``, ``malformed_B``,
     ``success_B`` and ``episodes`` (the ``Episode`` records).
+
+    ``episode_cache``: ``"reprefill"`` re-prefills each live context every turn (finished episodes
+    leave the batch; ``batch_size`` chunks each turn); ``"keep"`` keeps one KV cache for the whole
+    batch across turns and feeds only new tokens (``agents.turn_cache``; ``batch_size`` is ignored).
+    Both give the model the same context.
+
+    ``chat_template`` (``model.chat_template``): each observation is wrapped as a user message of the
+    tokenizer's chat template before it is encoded (``agents.chat.observation_format``; the prompt
+    itself is formatted by the caller); ``Episode.observations`` keep the raw text.
     """
     from entrolab.rollout.sampler import check_and_encode, left_pad
 
@@ -126,6 +137,12 @@ def sample_episodes(
                                          prompt_texts=prompt_texts)
     pad_id, eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     B = P * G
+    if chat_template:
+        from entrolab.agents.chat import observation_format
+        wrap = observation_format(tokenizer)
+    else:
+        def wrap(obs: str) -> str:
+            return obs
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -144,6 +161,15 @@ def sample_episodes(
     logp: list[list[float]] = [[] for _ in range(B)]
     ent: list[list[float]] = [[] for _ in range(B)]
     turn_last: list[list[int]] = [[] for _ in range(B)]   # completion index of each turn's last token
+    if episode_cache not in ("reprefill", "keep"):
+        raise ValueError(f"episode_cache must be 'reprefill' or 'keep', got {episode_cache!r}")
+    turn_cache = pending = None
+    if episode_cache == "keep":
+        from entrolab.agents.turn_cache import TurnCache
+
+        turn_cache = TurnCache(model, B, pad_id=pad_id, capacity=max(len(p) for p in prompt_part) + turns_cap * (
+            max_new_tokens + 64))
+        pending = {b: list(prompt_part[b]) for b in range(B)}
     live = list(range(B))
     was_training = model.training
     model.eval()
@@ -151,10 +177,13 @@ def sample_episodes(
         for k in range(turns_cap):
             if not live:
                 break
-            toks, lps, ents, lens, _ = _generate_turn(
-                model, [prompt_part[b] + comp[b] for b in live], pad_id=pad_id, eos_id=eos_id,
-                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, greedy=greedy,
-                generator=generator, batch_size=batch_size)
+            kw = dict(eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      greedy=greedy, generator=generator)
+            if turn_cache is not None:
+                toks, lps, ents, lens, _ = turn_cache.generate(live, pending, **kw)
+            else:
+                toks, lps, ents, lens, _ = _generate_turn(model, [prompt_part[b] + comp[b] for b in live],
+                                                          pad_id=pad_id, batch_size=batch_size, **kw)
             still = []
             for i, b in enumerate(live):
                 n = int(lens[i])
@@ -178,7 +207,9 @@ def sample_episodes(
                 elif k == turns_cap - 1:
                     ep.stop = "turn_budget"
                 else:
-                    obs = encode(result.observation)
+                    obs = encode(wrap(result.observation))
+                    if pending is not None:  # the turn's last token was drawn but never fed
+                        pending[b] = ids[-1:] + obs
                     comp[b] += obs
                     model_tok[b] += [False] * len(obs)
                     turn_of[b] += [-1] * len(obs)
@@ -257,13 +288,16 @@ def _call_env(fn, arg, *, task, b: int, where: str):
 
 
 def sampler_for(task, *, engine: str = "builtin", max_turns: int | None = None,
-                max_episode_tokens: int | None = None) -> Callable[..., RolloutBatch]:
+                max_episode_tokens: int | None = None, episode_cache: str = "reprefill",
+                chat_template: bool = False) -> Callable[..., RolloutBatch]:
     """The sampler function for ``task``: ``sample_episodes`` bound to it for an episodic task,
-    otherwise the single-turn engine ``engine`` (``rollout.sampler.get_engine``)."""
+    otherwise the single-turn engine ``engine`` (``rollout.sampler.get_engine``; ``chat_template``
+    concerns observations only, the caller formats prompts)."""
     from entrolab.rollout.sampler import get_engine
 
     if not is_episodic(task):
         return get_engine(engine)
     if engine != "builtin":
         raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin'")
-    return functools.partial(sample_episodes, task=task, max_turns=max_turns, max_episode_tokens=max_episode_tokens)
+    return functools.partial(sample_episodes, task=task, max_turns=max_turns, max_episode_tokens=max_episode_tokens,
+                             episode_cache=episode_cache, chat_template=chat_template)

@@ -13,6 +13,7 @@ from entrolab.diagnostics.curves import crossover_k as _crossover
 from entrolab.diagnostics.inputs import Dataset, eval_model
 from entrolab.diagnostics.schema import RolloutFormatError
 from entrolab.diagnostics.sections_models import support_section
+from entrolab.report.agents_section import agents_section
 from entrolab.diagnostics.tables import section_tables
 from entrolab.report import narrative
 from entrolab.report.html import Page
@@ -271,6 +272,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     passk_section(page, run, out_dir)
     if run.base_eval is not None and run.trained_eval is not None:
         support_part(page, support, why, out_dir)
+    agents_section(page, run, out_dir)  # multi-turn runs only
     page.h2("Training")
     plots = training_plots(run, out_dir)
     if not plots:
