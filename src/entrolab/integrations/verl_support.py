@@ -45,6 +45,9 @@ SUPPORT: dict[str, dict[str, str]] = {
         "barfi": "no: learns its blend from the within-group covariance of several reward terms over a whole "
                  "batch and across steps; verl's compute_score scores one completion at a time",
         "closeness": "no: added after the verl adapter; not yet checked through compute_score",
+        "oni": "no: trains a reward model online across steps from the turns of whole batches (a judge "
+               "thread, annotations applied at a fixed step lag); verl's compute_score scores one "
+               "completion at a time in several processes",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
                     "stream would neither be the recipe's nor reproducible",
     },
