@@ -26,7 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -255,9 +255,3 @@ class OniReward:
         self.model_metrics = {k: float(v) for k, v in state["model_metrics"].items()}
         r = state["rng"]
         self.rng.setstate((int(r["version"]), tuple(int(x) for x in r["state"]), r["gauss"]))
-
-    def close(self) -> None:
-        """Stop the judge thread (pending jobs finish first)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
