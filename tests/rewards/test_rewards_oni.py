@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+import yaml
 
 from entrolab.agents.episodes import Episode
 from entrolab.registry import REWARDS
@@ -232,7 +233,8 @@ def test_state_round_trip_resumes_exactly_with_pending_annotations(make_batch, v
     traj = _trajectory(make_batch)
     make = lambda: OniReward(variant=variant, lag=2, dim=64, threshold=None, seed=3)  # noqa: E731
     full = make()
-    want = [full(episodic_batch(make_batch, eps, step=s), None)[0].tolist() for s, eps in enumerate(traj)]
+    want = [(v.tolist(), m) for v, m in (full(episodic_batch(make_batch, eps, step=s), None)
+                                         for s, eps in enumerate(traj))]
     first = make()
     first.judge = SlowJudge([0.0, 0.0, 0.3])
     for s in range(3):
@@ -244,7 +246,8 @@ def test_state_round_trip_resumes_exactly_with_pending_annotations(make_batch, v
     buf.seek(0)
     second = make()
     second.load_state_dict(torch.load(buf, weights_only=True))
-    got = [second(episodic_batch(make_batch, traj[s], step=s), None)[0].tolist() for s in range(3, 6)]
+    got = [(v.tolist(), m) for v, m in (second(episodic_batch(make_batch, traj[s], step=s), None)
+                                        for s in range(3, 6))]
     assert got == want[3:]
     with pytest.raises(ValueError, match="checkpoint holds"):
         OniReward(variant="hashing" if variant != "hashing" else "ranking").load_state_dict(state)
@@ -385,3 +388,86 @@ def test_http_judge_timeout_and_bad_answers_name_the_endpoint(make_batch, judge_
         HttpJudge(endpoint=judge_server + "/short")([Turn("a", "b")])
     with pytest.raises(JudgeError, match="endpoint http://127.0.0.1:9/ failed"):
         HttpJudge(endpoint="http://127.0.0.1:9/", timeout=2)([Turn("a", "b")])
+
+
+# -- configuration, metrics, the ranking queue -------------------------------------------------------
+def test_defaults_are_the_ones_the_method_page_lists():
+    """docs/methods/oni.md's Parameters paragraph states every default of the term."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods" / "oni.md").read_text()
+    para = page.split("## Parameters", 1)[1].split("##", 1)[0]
+    doc = {k: yaml.safe_load(v) for k, v in re.findall(r"`(\w+) ([^`]+)`", para)}
+    sig = {k: p.default for k, p in inspect.signature(OniReward).parameters.items()}
+    assert doc == sig
+
+
+@pytest.mark.parametrize("key,bad,good", [("lag", -1, 0), ("count_exponent", -0.5, 0.0), ("dim", 0, 1),
+                                          ("ngram", 0, 1), ("sgd_steps", 0, 1), ("max_examples", 0, 1),
+                                          ("wait_timeout", 0.0, 0.01)])
+def test_out_of_range_hyperparameters_are_refused_by_name(key, bad, good):
+    with pytest.raises(ValueError, match=f"^{key} must be"):
+        OniReward(**{key: bad})
+    OniReward(**{key: good})
+
+
+def test_each_variant_builds_its_model():
+    assert isinstance(OniReward(variant="hashing").model, HashingModel)
+    c = OniReward(variant="classification", threshold=0.25, dim=8, ngram=2, lr=0.5, sgd_steps=3, max_examples=7)
+    assert isinstance(c.model, ClassifierModel)
+    assert (c.model.dim, c.model.n, c.model.lr, c.model.steps, c.model.threshold, c.model.data.max_examples) == (
+        8, 2, 0.5, 3, 0.25, 7)
+    r = OniReward(variant="ranking", rank_normalize=False, rank_threshold=None, dim=8, max_examples=5)
+    assert isinstance(r.model, RankingModel) and (r.model.normalize, r.model.threshold, r.model.dim) == (False, None, 8)
+    assert OniReward(variant="ranking").model.threshold == -0.5 and OniReward(unseen=0.5).model.unseen == 0.5
+
+
+def test_metrics_by_hand_with_an_abstaining_judge(make_batch):
+    """lag 1, β 0, mean placement. Step 0: three distinct texts sent, nothing applied yet, all rewards 0.
+    Step 1: labels (1, None, 0) of step 0 applied — 2 kept (mean 0.5), 1 abstention; rows: [G5, G9, ANS]
+    → mean(1, 0, 0) = 1/3, [] → 0 (an empty episode), [G5] → 1; turns 4, nonzero 2 of 4 with mean 2/4."""
+    r = OniReward(variant="hashing", lag=1, count_exponent=0.0, aggregate="mean")
+    r.judge = lambda turns: [{"<guess>5</guess>": 1.0, "<guess>9</guess>": None}.get(t.action, 0.0) for t in turns]
+    eps = [ep(G5, G9, ANS), Episode(), ep(G5)]
+    vals0, m0 = r(episodic_batch(make_batch, eps, step=0), None)
+    assert vals0.tolist() == [0.0, 0.0, 0.0]
+    assert m0 == {"oni/applied": 0.0, "oni/applied_label_mean": 0.0, "oni/annotated": 0.0, "oni/abstained": 0.0,
+                  "oni/pending_steps": 1.0, "oni/turn_reward_mean": 0.0, "oni/turn_nonzero_frac": 0.0}
+    vals1, m1 = r(episodic_batch(make_batch, eps, step=1), None)
+    assert vals1.tolist() == pytest.approx([1 / 3, 0.0, 1.0]) and vals1.dtype == torch.float32
+    assert m1 == {"oni/applied": 2.0, "oni/applied_label_mean": 0.5, "oni/table_size": 2.0, "oni/annotated": 2.0,
+                  "oni/abstained": 1.0, "oni/pending_steps": 0.0, "oni/turn_reward_mean": 0.5,
+                  "oni/turn_nonzero_frac": 0.5}
+    assert r(episodic_batch(make_batch, [Episode()], step=2), None)[1]["oni/turn_reward_mean"] == 0.0
+
+
+def test_ranking_queue_pairs_disjointly_and_uses_the_judges_compare(make_batch):
+    """Five distinct texts → two disjoint pairs (the fifth waits for no one); a judge with ``compare`` is
+    asked for the pairs; without it, pairs are derived from labels and an abstention drops its pair."""
+    asked = []
+
+    class Comparing(UsefulJudge):
+        def compare(self, pairs):
+            asked.append([(a.action, b.action) for a, b in pairs])
+            return [0.25] * len(pairs)
+
+    eps = [ep((f"<guess>{i}</guess>", "x", True)) for i in range(5)]
+    r = OniReward(variant="ranking", lag=0)
+    r.judge = Comparing()
+    r(episodic_batch(make_batch, eps), None)
+    (pairs,) = asked
+    flat = [a for pair in pairs for a in pair]
+    assert len(pairs) == 2 and len(set(flat)) == 4 and [p for _, p in r.model.data.items] == [0.25, 0.25]
+    r2 = OniReward(variant="ranking", lag=0)
+    r2.judge = lambda turns: [None if t.action == "<guess>0</guess>" else 1.0 for t in turns]
+    _, m = r2(episodic_batch(make_batch, eps[:4]), None)
+    assert len(r2.model.data.items) == 1 and m["oni/abstained"] == 1.0 and m["oni/annotated"] == 1.0
+
+
+def test_a_judge_slower_than_wait_timeout_is_an_error_naming_the_step(make_batch):
+    r = OniReward(lag=0, wait_timeout=0.1)
+    r.judge = SlowJudge([0.6])
+    with pytest.raises(RewardError, match=r"did not annotate the turns of step 0 within wait_timeout=0.1 s"):
+        r(episodic_batch(make_batch, [ep(G5)]), None)

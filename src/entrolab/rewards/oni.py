@@ -102,10 +102,12 @@ class OniReward:
                  rank_threshold: float | None = -0.5, dim: int = 1024, ngram: int = 3,
                  lr: float = 1.0, sgd_steps: int = 8, max_examples: int = 4096, seed: int = 0,
                  wait_timeout: float = 600.0):
-        if lag < 0:
-            raise ValueError(f"lag must be >= 0, got {lag}")
-        if count_exponent < 0 or dim < 1 or ngram < 1 or sgd_steps < 1 or max_examples < 1 or not wait_timeout > 0:
-            raise ValueError("need count_exponent >= 0, dim, ngram, sgd_steps, max_examples >= 1, wait_timeout > 0")
+        for name, value, least in (("lag", lag, 0), ("count_exponent", count_exponent, 0), ("dim", dim, 1),
+                                   ("ngram", ngram, 1), ("sgd_steps", sgd_steps, 1), ("max_examples", max_examples, 1)):
+            if value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
+        if not wait_timeout > 0:
+            raise ValueError(f"wait_timeout must be > 0 seconds, got {wait_timeout}")
         self.variant, self.lag, self.coef, self.aggregate, self.text = variant, int(lag), float(coef), aggregate, text
         self.count_exponent, self.wait_timeout = float(count_exponent), float(wait_timeout)
         self.judge_name = judge
