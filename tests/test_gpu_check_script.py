@@ -50,9 +50,13 @@ def test_small_run_writes_every_part(gc, tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["errors"] == {}
     sizes = gc.SMALL_SIZES
-    for eng in ("builtin", "hf"):
+    for eng in ("builtin", "static_nograph", "hf"):
         d = result["decode"][eng]
         assert 0 < d["tokens"] <= sizes["decode_prompts"] * sizes["decode_tokens"] and d["tokens_per_s"] > 0
+    prof = result["decode_profile"]
+    assert prof["batch"] == sizes["decode_prompts"] and prof["slots"] % 8 == 0 and prof["slots"] >= 64 + sizes["decode_tokens"]
+    assert min(prof["next_token_ms_top_p1.0"], prof["next_token_ms_top_p0.9"], prof["decode_forward_eager_ms"]) > 0
+    for eng in ("builtin", "hf"):
         # fp32 on CPU: the sampler's log-probs are the training forward's up to rounding.
         assert result["parity"][eng]["max_abs_dlogp"] < 1e-4
         assert result["parity"][eng]["tokens"] > 0
@@ -62,6 +66,26 @@ def test_small_run_writes_every_part(gc, tmp_path):
                     if k.startswith("time/") and k.endswith("_s") and k not in ("time/step_s", "time/tokens_per_s"))
         assert parts == pytest.approx(s["time/step_s"], rel=1e-6)
         assert s["time/tokens_per_s"] > 0
+        assert s["mfu"] == "unknown" and s["update_flops"] == 6.0 * s["mfu_params"] * s["update_tokens"] > 0
+    assert result["rl_step_lora"]["mfu_basis"] == "trainable" and result["rl_step"]["mfu_basis"] == "all"
+    assert result["rl_step_lora"]["mfu_params"] < result["rl_step"]["mfu_params"] == result["params"]
+    # CPU against CPU: the same fp32 computation twice, so the two update steps agree exactly.
+    u = result["update_parity"]
+    assert u["abs_dloss"] == 0 and u["abs_dnll"] == 0 and u["rel_dgrad_norm"] == 0 and u["cpu_fp32"]["nll"] > 0
+
+
+def test_update_mfu_hand_computed_and_peak_table(gc, make_batch):
+    """6 × 4 params × (2 prompt + 5 completion tokens) = 168 FLOPs in 2 s is 84 FLOP/s; an H200 is
+    looked up by name, an unknown GPU is None."""
+    model = torch.nn.Linear(1, 2)  # 4 parameters
+    batch = make_batch([1.0, 0.0], lengths=[3, 2])  # 2 prompt tokens per row (conftest), 5 completion tokens
+    batch.mask_prompt_BL[1, 0] = False
+    out = gc.update_mfu(model, batch, 2.0, torch.device("cpu"), lora=False)
+    assert out["update_tokens"] == 3 + 5 and out["update_flops"] == 6 * 4 * 8 and out["mfu"] == "unknown"
+    assert out["update_tflops_per_s"] == pytest.approx(6 * 4 * 8 / 2 / 1e12)
+    model.bias.requires_grad_(False)
+    assert gc.update_mfu(model, batch, 2.0, torch.device("cpu"), lora=True)["mfu_params"] == 2
+    assert gc.peak_flops("NVIDIA H200") == 989e12 and gc.peak_flops("Some GPU") is None
 
 
 def test_a_failing_part_is_recorded_and_the_rest_kept(gc):

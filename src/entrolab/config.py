@@ -100,8 +100,9 @@ class RolloutCfg(_Strict):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, ge=1)
-    # The sampler (rollout.sampler.ENGINES): "builtin" = our KV-cache loop, "hf" = model.generate (reference).
-    engine: Literal["builtin", "hf"] = "builtin"
+    # The sampler (rollout.sampler.ENGINES): "builtin" = our KV-cache loop (on CUDA: the static decoder when it
+    # supports the model), "static" = the static decoder (rollout.static_decoder), "hf" = model.generate (reference).
+    engine: Literal["builtin", "hf", "static"] = "builtin"
     # Multi-turn episodes (episodic tasks, entrolab.agents): max_new_tokens caps each model turn; the
     # episode ends at the environment's done, after max_turns model turns (None = the task's own
     # budget) or once its completion region (model + environment tokens) reaches max_episode_tokens.

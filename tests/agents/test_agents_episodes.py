@@ -132,7 +132,7 @@ def test_sampler_for_picks_the_episode_rollout_only_for_episodic_tasks():
     assert sampler_for(Countdown()) is sample
     assert sampler_for(CounterTask()).func is sample_episodes
     with pytest.raises(ValueError, match="no multi-turn mode"):
-        sampler_for(CounterTask(), engine="hf")
+        sampler_for(CounterTask(), engine="hf")  # model.generate has no turn-by-turn mode
 
 
 def test_turn_entropies_by_hand():
@@ -189,3 +189,15 @@ def test_kept_cache_gives_the_reprefill_context(counter_base):
     assert (fwd.entropy_BT - kept.entropy_BT)[m].abs().max() < 1e-5
     with pytest.raises(ValueError, match="episode_cache"):
         sample_episodes(model, tok, task.prompts("test"), generator=None, greedy=True, episode_cache="lru", **kw)
+
+
+def test_static_engine_plays_the_same_greedy_episodes(counter_base):
+    """Multi-turn rollouts on the static decoder (the GPU path) give the builtin loop's greedy episodes."""
+    _, model, tok = counter_base
+    task = CounterTask(n=4)
+    kw = dict(task=task, group_size=2, max_new_tokens=24, max_turns=3, generator=None, greedy=True)
+    a = sample_episodes(model, tok, task.prompts("test"), engine="builtin", **kw)
+    b = sample_episodes(model, tok, task.prompts("test"), engine="static", **kw)
+    assert torch.equal(a.completion_ids_BT, b.completion_ids_BT) and a.texts == b.texts
+    assert (a.old_logp_BT - b.old_logp_BT).abs().max() < 1e-5
+    assert sampler_for(task, engine="static").keywords["engine"] == "static"

@@ -90,3 +90,31 @@ def test_next_token_reports_full_tempered_logp_even_with_top_p():
     assert next_token(logits, torch.tensor([0.99]), top_p=1e-6)[0].tolist() == [1]  # tiny nucleus = argmax
     with pytest.raises(ValueError, match="uniforms"):
         next_token(logits, None)
+
+
+def test_fast_paths_are_bit_identical_to_the_reference_formulas():
+    """The GPU-minded rewrites (no division at τ = 1, a scalar zero branch, probabilities computed once,
+    the last positive index from one-byte flags) change no bit on CPU: compared with the original
+    formulas written out here, on rows with −inf logits, ties and zero-probability tails."""
+    from entrolab.rollout.draw import _last_positive, logp_and_entropy, next_token
+
+    g = torch.Generator().manual_seed(0)
+    logits_bV = 4 * torch.randn(64, 300, generator=g)
+    logits_bV[::3, 250:] = -float("inf")
+    logits_bV[1::5, :7] = 3.0
+    for tau in (1.0, 0.7):
+        ref_logp = torch.log_softmax(logits_bV.float() / tau, dim=-1)
+        ref_p = ref_logp.exp()
+        ref_H = -torch.where(ref_p > 0, ref_p * ref_logp, torch.zeros_like(ref_p)).sum(-1)
+        logp, H = logp_and_entropy(logits_bV, temperature=tau)
+        assert torch.equal(logp, ref_logp) and torch.equal(H, ref_H)
+        u_b = torch.rand(64, generator=g)
+        tok, lp, ent = next_token(logits_bV, u_b, temperature=tau)
+        ref_tok = torch.minimum(torch.searchsorted(ref_p.cumsum(-1), (u_b * ref_p.cumsum(-1)[:, -1]).unsqueeze(-1),
+                                                   right=True).squeeze(-1),
+                                (ref_p > 0).long().cumsum(-1).argmax(-1))
+        assert torch.equal(tok, ref_tok) and torch.equal(ent, ref_H)
+    p_bV = torch.rand(50, 40, generator=g)
+    p_bV[p_bV < 0.5] = 0
+    p_bV[:, 0] = 1.0  # every row has a positive entry
+    assert torch.equal(_last_positive(p_bV), (p_bV > 0).long().cumsum(-1).argmax(-1))

@@ -51,13 +51,30 @@ class Episode:
         return float(sum(self.rewards))
 
 
+def chunk_generator(model, engine: str):
+    """The chunk generator (``sampler._generate_chunk``'s contract) of ``rollout.engine`` for turns:
+    ``builtin`` = the builtin loop on CPU and the static decoder on CUDA when it supports the model
+    (``sampler._dispatch_chunk``), ``static`` = the static decoder (or the builtin loop, warned, when
+    it does not support the model)."""
+    from entrolab.rollout import sampler
+
+    if engine == "builtin":
+        return sampler._dispatch_chunk(model)
+    if engine == "static":
+        from entrolab.rollout.static_decoder import _fallback_reason, generate_chunk_static
+
+        return sampler._generate_chunk if _fallback_reason(model) is not None else generate_chunk_static
+    raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin' or 'static'")
+
+
 def _generate_turn(model, contexts: list[list[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
-                   temperature: float, top_p: float, greedy: bool, generator, batch_size: int | None):
+                   temperature: float, top_p: float, greedy: bool, generator, batch_size: int | None,
+                   engine: str = "builtin"):
     """One model turn for every context: ``(tokens_nT, logp_nT, entropy_nT, length_n, eos_n)``.
 
-    Identical contexts (a group's first turn) are prefilled once (``sampler._generate_chunk``).
+    Identical contexts (a group's first turn) are prefilled once.
     """
-    from entrolab.rollout.sampler import _generate_chunk
+    _generate_chunk = chunk_generator(model, engine)
 
     n = len(contexts)
     chunk = n if batch_size is None else batch_size
@@ -104,6 +121,7 @@ def sample_episodes(
     max_episode_tokens: int | None = None,
     episode_cache: str = "reprefill",
     chat_template: bool = False,
+    engine: str = "builtin",
 ) -> RolloutBatch:
     """Play ``group_size`` episodes of ``task``'s environment per prompt; one batch row per episode.
 
@@ -115,6 +133,7 @@ def sample_episodes(
     its last token), ``episode_return_B``, ``turns_B``, ``tool_calls_B``, ``malformed_B``,
     ``success_B`` and ``episodes`` (the ``Episode`` records).
 
+    ``engine``: the turn generator (``chunk_generator``; on CUDA both use the static decoder).
     ``episode_cache``: ``"reprefill"`` re-prefills each live context every turn (finished episodes
     leave the batch; ``batch_size`` chunks each turn); ``"keep"`` keeps one KV cache for the whole
     batch across turns and feeds only new tokens (``agents.turn_cache``; ``batch_size`` is ignored).
@@ -183,7 +202,7 @@ def sample_episodes(
                 toks, lps, ents, lens, _ = turn_cache.generate(live, pending, **kw)
             else:
                 toks, lps, ents, lens, _ = _generate_turn(model, [prompt_part[b] + comp[b] for b in live],
-                                                          pad_id=pad_id, batch_size=batch_size, **kw)
+                                                          pad_id=pad_id, batch_size=batch_size, engine=engine, **kw)
             still = []
             for i, b in enumerate(live):
                 n = int(lens[i])
@@ -297,7 +316,7 @@ def sampler_for(task, *, engine: str = "builtin", max_turns: int | None = None,
 
     if not is_episodic(task):
         return get_engine(engine)
-    if engine != "builtin":
-        raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin'")
+    if engine not in ("builtin", "static"):
+        raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin' or 'static'")
     return functools.partial(sample_episodes, task=task, max_turns=max_turns, max_episode_tokens=max_episode_tokens,
-                             episode_cache=episode_cache, chat_template=chat_template)
+                             episode_cache=episode_cache, chat_template=chat_template, engine=engine)

@@ -124,8 +124,9 @@ def completion_stats(
     only meaningful where ``mask_BT`` is True.
     """
     device = next(model.parameters()).device
-    ids_BL = torch.cat([prompt_ids_BL, completion_ids_BT], dim=1).to(device)
-    attn_BL = torch.cat([mask_prompt_BL, mask_BT if attn_BT is None else attn_BT], dim=1).to(device)
+    # callers mix devices (the update passes its masks on the model's device, the prompts on CPU)
+    ids_BL = torch.cat([prompt_ids_BL.to(device), completion_ids_BT.to(device)], dim=1)
+    attn_BL = torch.cat([mask_prompt_BL.to(device), (mask_BT if attn_BT is None else attn_BT).to(device)], dim=1)
     pos_BL = (attn_BL.long().cumsum(-1) - 1).clamp(min=0)
     T = completion_ids_BT.shape[1]
     if T == 0:

@@ -22,17 +22,31 @@ def logp_and_entropy(logits_bV: torch.Tensor, *, temperature: float = 1.0) -> tu
         ``(logp_bV, entropy_b)`` with H = −Σ_v p_v log p_v (tokens with p = 0, e.g. logits of
         −inf, contribute 0 instead of NaN).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logp_bV = torch.log_softmax(logits_bV.float() / temperature, dim=-1)
-    p_bV = logp_bV.exp()
-    entropy_b = -torch.where(p_bV > 0, p_bV * logp_bV, torch.zeros_like(p_bV)).sum(-1)
+    logp_bV, _, entropy_b = _logp_p_entropy(logits_bV, temperature)
     return logp_bV, entropy_b
 
 
+def _logp_p_entropy(logits_bV: torch.Tensor, temperature: float) -> tuple[torch.Tensor, ...]:
+    """``logp_and_entropy`` plus the probabilities ``exp(logp)``, so a sampler need not recompute them.
+
+    Each full-vocabulary pass counts on a GPU (a [512, 151936] float32 tensor is 311 MB): dividing by
+    τ = 1 is skipped (x / 1 == x exactly) and the entropy's zero branch is a scalar, not a tensor.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z_bV = logits_bV.float()
+    if temperature != 1.0:
+        z_bV = z_bV / temperature
+    logp_bV = torch.log_softmax(z_bV, dim=-1)
+    p_bV = logp_bV.exp()
+    entropy_b = -torch.where(p_bV > 0, p_bV * logp_bV, 0.0).sum(-1)
+    return logp_bV, p_bV, entropy_b
+
+
 def _last_positive(p_bV: torch.Tensor) -> torch.Tensor:
-    """Index of the last entry with p > 0 in each row (argmax returns the first maximum)."""
-    return (p_bV > 0).long().cumsum(-1).argmax(-1)
+    """Index of the last entry with p > 0 in each row: the first nonzero of the reversed row (argmax
+    returns the first maximum), on one-byte flags rather than an int64 cumulative sum (8× the bytes)."""
+    return p_bV.shape[-1] - 1 - (p_bV > 0).flip(-1).to(torch.uint8).argmax(-1)
 
 
 def inverse_cdf(p_bV: torch.Tensor, u_b: torch.Tensor) -> torch.Tensor:
@@ -102,14 +116,14 @@ def next_token(
     Returns:
         ``(token_b, logp_b, entropy_b)``.
     """
-    logp_bV, entropy_b = logp_and_entropy(logits_bV, temperature=temperature)
+    logp_bV, p_bV, entropy_b = _logp_p_entropy(logits_bV, temperature)
     if greedy:
         token_b = logp_bV.argmax(-1)
     elif u_b is None:
         raise ValueError("sampling needs uniforms u_b (pass greedy=True for argmax decoding)")
     elif top_p < 1.0:
-        token_b = top_p_draw(logp_bV.exp(), u_b, top_p=top_p)
+        token_b = top_p_draw(p_bV, u_b, top_p=top_p)
     else:
-        token_b = inverse_cdf(logp_bV.exp(), u_b)
+        token_b = inverse_cdf(p_bV, u_b)
     logp_b = logp_bV.gather(-1, token_b.unsqueeze(-1)).squeeze(-1)
     return token_b, logp_b, entropy_b

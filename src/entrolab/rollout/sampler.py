@@ -5,6 +5,10 @@ every sampled token from the same logits it samples from (no second forward), sh
 prefill across the G members of a group, drops finished sequences from the batch, and takes its
 randomness only from the caller's generator (docs/testbed.md has the benchmark against generate).
 
+On a CUDA model whose forward ``rollout.static_model`` reproduces, ``sample`` and ``generate_from_ids``
+run the static decoder instead (``rollout.static_decoder``: static KV cache, CUDA-graph decode step);
+on CPU this loop runs, unchanged.
+
 Layout: sequences of prompt p are rows p·G … p·G+G−1 (``group_id_B[b] = b // G``). Prompts are
 left-padded; position ids count real tokens only (``cumsum(mask) − 1``), the convention of
 ``models.forward.completion_stats``, so a re-scored batch has importance ratio exactly 1.
@@ -168,6 +172,30 @@ def sample(
         tokens, ``stop_reasons`` in {"eos", "length"}, and behaviour ``old_logp_BT``/``entropy_BT``
         (0 at masked positions).
     """
+    return sample_with(_dispatch_chunk(model), model, tokenizer, prompts, group_size=group_size,
+                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, generator=generator,
+                       batch_size=batch_size, greedy=greedy, prompt_texts=prompt_texts, progress=progress)
+
+
+def _dispatch_chunk(model: torch.nn.Module) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The chunk generator of the builtin engine: this module's loop on CPU (unchanged, bit for bit);
+    on CUDA the static decoder with CUDA graphs (``rollout.static_decoder``) when it supports the model."""
+    if next(model.parameters()).device.type == "cuda":
+        from entrolab.rollout.static_model import static_support
+
+        if static_support(model) is None:
+            from entrolab.rollout.static_decoder import generate_chunk_static
+
+            return generate_chunk_static
+    return _generate_chunk
+
+
+def sample_with(chunk_fn: Callable[..., tuple[torch.Tensor, ...]], model: torch.nn.Module,
+                tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, group_size: int,
+                temperature: float, top_p: float, max_new_tokens: int, generator: torch.Generator | None,
+                batch_size: int | None, greedy: bool, prompt_texts: Sequence[str] | None,
+                progress: Callable[[int, int], None] | None) -> RolloutBatch:
+    """``sample`` with the chunk generator ``chunk_fn`` (``_generate_chunk``'s signature and returns)."""
     P, G = len(prompts), group_size
     texts, prompt_ids = check_and_encode(tokenizer, prompts, group_size=G, max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, greedy=greedy, generator=generator,
@@ -183,7 +211,7 @@ def sample(
         for start in range(0, B, chunk):
             group_n = torch.arange(start, min(B, start + chunk)) // G
             uniq_u, row_to_uniq = torch.unique(group_n, return_inverse=True)
-            parts.append(_generate_chunk(
+            parts.append(chunk_fn(
                 model, [prompt_ids[p] for p in uniq_u.tolist()], row_to_uniq, pad_id=pad_id, eos_id=eos_id,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, greedy=greedy,
                 generator=generator))
@@ -193,6 +221,46 @@ def sample(
         model.train(was_training)
 
     return assemble_batch(tokenizer, prompts, texts, prompt_ids, parts, group_size=G, temperature=temperature)
+
+
+def generate_from_ids(model: torch.nn.Module, contexts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int,
+                      max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """One completion per token-id context, no grouping (e.g. one turn of a multi-turn episode).
+
+    Returns ``(tokens_nT, logp_nT, entropy_nT, length_n, eos_n)`` on CPU, T = ``max_new_tokens``, as
+    ``_generate_chunk`` (row r continues ``contexts[r]``; pads after a row's end hold ``pad_id``/0).
+    Same engine choice as ``sample``: this loop on CPU, the static decoder on CUDA when supported.
+    """
+    return generate_ids_with(_dispatch_chunk(model), model, contexts, pad_id=pad_id, eos_id=eos_id,
+                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, greedy=greedy,
+                             generator=generator)
+
+
+def generate_ids_with(chunk_fn: Callable[..., tuple[torch.Tensor, ...]], model: torch.nn.Module,
+                      contexts: Sequence[Sequence[int]], *, pad_id: int, eos_id: int, max_new_tokens: int,
+                      temperature: float, top_p: float, greedy: bool,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+    """``generate_from_ids`` with the chunk generator ``chunk_fn``; validates the contexts."""
+    if not contexts:
+        raise ValueError("generate_from_ids needs at least one context")
+    for i, ctx in enumerate(contexts):
+        if len(ctx) == 0:
+            raise ValueError(f"context {i} is empty (it needs at least one token, e.g. BOS)")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in ctx):
+            raise TypeError(f"context {i} must be a list of int token ids")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if generator is None and not greedy:
+        raise ValueError("generate_from_ids needs a torch.Generator unless greedy=True")
+    was_training = model.training
+    model.eval()
+    try:
+        return chunk_fn(model, [list(c) for c in contexts], torch.arange(len(contexts)), pad_id=pad_id,
+                        eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        greedy=greedy, generator=generator)
+    finally:
+        model.train(was_training)
 
 
 def check_and_encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, group_size: int,
@@ -251,7 +319,11 @@ def assemble_batch(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]
 
 
 #: ``rollout.engine`` name → module and function with ``sample``'s signature (imported on first use).
-ENGINES = {"builtin": ("entrolab.rollout.sampler", "sample"), "hf": ("entrolab.rollout.hf_engine", "sample_hf")}
+ENGINES = {"builtin": ("entrolab.rollout.sampler", "sample"), "hf": ("entrolab.rollout.hf_engine", "sample_hf"),
+           "static": ("entrolab.rollout.static_decoder", "sample_static")}
+#: ``rollout.engine`` name → module and function with ``generate_from_ids``'s signature.
+GENERATE_FROM_IDS = {"builtin": ("entrolab.rollout.sampler", "generate_from_ids"),
+                     "static": ("entrolab.rollout.static_decoder", "generate_from_ids")}
 
 
 def get_engine(name: str) -> Callable[..., RolloutBatch]:
@@ -262,4 +334,14 @@ def get_engine(name: str) -> Callable[..., RolloutBatch]:
     if name not in ENGINES:
         raise ValueError(f"unknown rollout.engine {name!r}; known: {sorted(ENGINES)}")
     module, fn = ENGINES[name]
+    return getattr(importlib.import_module(module), fn)
+
+
+def get_generate_from_ids(name: str) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The ``generate_from_ids`` of engine ``name`` (one completion per token-id context)."""
+    import importlib
+
+    if name not in GENERATE_FROM_IDS:
+        raise ValueError(f"rollout.engine {name!r} has no generate_from_ids; known: {sorted(GENERATE_FROM_IDS)}")
+    module, fn = GENERATE_FROM_IDS[name]
     return getattr(importlib.import_module(module), fn)
