@@ -14,6 +14,7 @@ import json
 import pytest
 import torch
 
+from entrolab.agents.episodes import Episode
 from entrolab.components import registries
 from entrolab.models.scoring import make_logprob_scorer
 from entrolab.registry import ADVANTAGES, REGULARIZERS, REWARDS, SHAPERS, SURROGATES, TOKEN_WEIGHTS
@@ -25,7 +26,8 @@ registries()  # register every built-in component
 
 #: Hyperparameters for entries that cannot be built bare, and variants whose ``requires`` depends on one.
 PARAMS = {("rewards", "ensemble"): {"members": ["verifier", {"name": "spurious", "seed": 1}], "mode": "uwo"},
-          ("rewards", "barfi"): {"auxiliary": ["format"]}}
+          ("rewards", "barfi"): {"auxiliary": ["format"]},
+          ("rewards", "router_r1"): {"cost_weight": 0.5, "cost_scale": 4.0}}
 VARIANTS = [("advantages", "canon", {"metric": "length"}), ("advantages", "reinforce_pp", {"kl_coef": 0.1}),
             ("shapers", "ares_hwe", {"dynamic_kl": True}),
             ("rewards", "ensemble", {"members": ["verifier", "likelihood"], "mode": "mean"})]
@@ -55,6 +57,9 @@ def _batch(make_batch, stats: str):
         b.extras[logp_at_temperature_key(tau)] = -torch.rand(6, T, generator=gen)
     b.extras["answer_marker"] = "#"
     b.extras["reward_uncertainty_B"] = torch.rand(6, generator=torch.Generator().manual_seed(9))  # for ctrl_u
+    # the multi-turn extras (agents contract) a reward over episodes reads (router_r1)
+    b.extras["episodes"] = [Episode(infos=[{"cost": float(i)}], stop="done") for i in range(6)]
+    b.extras["malformed_B"] = torch.tensor([0, 1, 0, 0, 0, 0])
     for p in b.prompts:  # the closeness reward reads a Countdown target
         p.meta["target"] = 3
     b.ref_logp_BT = -torch.rand(6, T, generator=gen) - 0.5

@@ -89,6 +89,7 @@ class ModelCfg(_Strict):
     # With path null: first train the testbed model on the task's demonstrations (sft.build_base_model,
     # default settings, cached under $ENTROLAB_CACHE/bases/<task>-<settings hash>), e.g. an agent's base.
     testbed_sft: bool = False
+    testbed_sft_steps: int = Field(600, ge=1)  # SFT steps of that base (sft.DEFAULTS["steps"])
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template
     lora: LoraCfg | None = None  # None = full fine-tuning; else train LoRA adapters only

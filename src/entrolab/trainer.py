@@ -136,9 +136,9 @@ class Trainer:
             from entrolab.demo import cache_dir
             from entrolab.sft import base_settings_hash, build_base_model
 
-            key = base_settings_hash(self.task, size=m.testbed_size, seed=0)
+            key = base_settings_hash(self.task, size=m.testbed_size, steps=m.testbed_sft_steps, seed=0)
             return build_base_model(cache_dir() / "bases" / f"{self.task.name}-{key}", self.task, size=m.testbed_size,
-                                    progress=self.show_progress)
+                                    steps=m.testbed_sft_steps, progress=self.show_progress)
         out = self.run_dir / "initial_model"
         if not (out / "config.json").exists():
             charset = self.task.charset()

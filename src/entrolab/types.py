@@ -92,6 +92,15 @@ ROW_SUFFIXES = ("B", "BT", "BTD")
 REINFORCE_MASK_KEY = "reinforce_mask_BT"
 
 
+#: Extras that are Python lists with one entry per row (``extras["episodes"]``: the ``Episode`` records
+#: of a multi-turn batch); ``RolloutBatch.select``/``concat`` carry them with the rows.
+ROW_LISTS = ("episodes",)
+
+
+def is_row_list(name: str, value: Any, batch_size: int) -> bool:
+    return name in ROW_LISTS and isinstance(value, list) and len(value) == batch_size
+
+
 def is_row_extra(name: str, value: Any, batch_size: int) -> bool:
     """True when ``extras[name]`` is per-row data: a shape-suffixed name and a [B, ...] tensor."""
     return (isinstance(value, torch.Tensor) and "_" in name and name.rsplit("_", 1)[1] in ROW_SUFFIXES
@@ -253,7 +262,8 @@ class RolloutBatch:
             reward_terms={k: v[idx_B] for k, v in self.reward_terms.items()},
             adv_BT=pick(self.adv_BT),
             step=self.step,
-            extras={k: v[idx_B.to(v.device)] if is_row_extra(k, v, self.batch_size) else v
+            extras={k: v[idx_B.to(v.device)] if is_row_extra(k, v, self.batch_size)
+                    else [v[i] for i in idx] if is_row_list(k, v, self.batch_size) else v
                     for k, v in self.extras.items()},
             attn_BT=pick(self.attn_BT),
         )
@@ -300,6 +310,8 @@ class RolloutBatch:
         for k, v in first.items():
             if all(is_row_extra(k, p.extras.get(k), p.batch_size) for p in parts):
                 extras[k] = cat(k, [p.extras[k] for p in parts], "BT" if k.rsplit("_", 1)[1] != "B" else None)
+            elif all(is_row_list(k, p.extras.get(k), p.batch_size) for p in parts):
+                extras[k] = [x for p in parts for x in p.extras[k]]
             elif not is_row_extra(k, v, parts[0].batch_size) and all(k in p.extras and _same(v, p.extras[k])
                                                                       for p in parts):
                 extras[k] = v

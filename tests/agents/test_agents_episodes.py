@@ -201,3 +201,16 @@ def test_static_engine_plays_the_same_greedy_episodes(counter_base):
     assert torch.equal(a.completion_ids_BT, b.completion_ids_BT) and a.texts == b.texts
     assert (a.old_logp_BT - b.old_logp_BT).abs().max() < 1e-5
     assert sampler_for(task, engine="static").keywords["engine"] == "static"
+
+
+def test_episode_records_follow_their_rows_through_select_and_concat(tiny_random_counter):
+    from entrolab.types import RolloutBatch
+
+    model, tok = tiny_random_counter
+    batch = _episodes(model, tok, seed=2)
+    eps = batch.extras["episodes"]
+    sub = batch.select(torch.tensor([4, 1]))
+    assert sub.extras["episodes"] == [eps[4], eps[1]]
+    both = RolloutBatch.concat([sub, batch.select(torch.tensor([0]))])
+    assert both.extras["episodes"] == [eps[4], eps[1], eps[0]]
+    assert torch.equal(both.attn_BT[2, :batch.attn_BT.shape[1]], batch.attn_BT[0])

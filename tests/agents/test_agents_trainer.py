@@ -105,3 +105,19 @@ def test_replayed_rows_are_rescored_under_the_current_policy_and_trained(tmp_pat
         fresh = completion_stats(tr.model, rows.prompt_ids_BL, rows.mask_prompt_BL, rows.completion_ids_BT,
                                  rows.mask_BT, temperature=rows.temperature, attn_BT=rows.attn_BT)
     assert torch.allclose(fresh.logp_BT[rows.mask_BT], rows.old_logp_BT[rows.mask_BT], atol=1e-6)
+
+
+def test_testbed_sft_base_is_built_once_with_the_recipes_steps(tmp_path, monkeypatch):
+    import json as _json
+
+    monkeypatch.setenv("ENTROLAB_CACHE", str(tmp_path / "cache"))
+    over = {"model": {"path": None, "testbed_size": "tiny", "testbed_sft": True, "testbed_sft_steps": 3},
+            "train.steps": 1, "train.save_every": 0}
+    base = tmp_path / "unused"
+    tr = Trainer(recipe(tmp_path, base, "sft1", **over), progress=False)
+    bases = list((tmp_path / "cache" / "bases").iterdir())
+    assert len(bases) == 1 and bases[0].name.startswith("counter-")
+    assert _json.loads((bases[0] / "sft.json").read_text())["settings"]["steps"] == 3
+    assert tr._initial_model_path() == bases[0]  # cached: the second call trains nothing
+    Trainer(recipe(tmp_path, base, "sft2", **over), progress=False)
+    assert list((tmp_path / "cache" / "bases").iterdir()) == bases

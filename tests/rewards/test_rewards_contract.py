@@ -47,6 +47,8 @@ def edge_batches(make_batch):
 
 CASES = ["all_equal", "group_of_one", "empty_responses"]
 COUNTDOWN_ONLY = {"closeness"}  # needs prompts with meta["target"], which these dummy batches lack
+# needs multi-turn episodes (extras["episodes"], ["malformed_B"]); its edge cases are in its own test
+EPISODES_ONLY = {"router_r1"}
 
 
 @pytest.mark.parametrize("name", REWARDS.names())
@@ -55,6 +57,8 @@ def test_rewards(name, case, make_batch, tiny_lm, tiny_rm):
     b = edge_batches(make_batch)[case]
     if name in COUNTDOWN_ONLY:
         pytest.skip("Countdown-only (reads prompt.meta['target']); edge cases in its own test")
+    if name in EPISODES_ONLY:
+        pytest.skip("multi-turn episodes only; edge cases in its own test")
     r = build_reward(name, tiny_lm, tiny_rm)
     vals, metrics = r(b, Task())
     vals = torch.as_tensor(vals)
@@ -81,8 +85,8 @@ def test_shapers(name, case, make_batch):
 
 @pytest.mark.parametrize("name", REWARDS.names())
 def test_nan_from_user_reward_names_sample(name, make_batch, tiny_lm, tiny_rm):
-    if name in COUNTDOWN_ONLY:
-        pytest.skip("Countdown-only (reads prompt.meta['target']); errors tested in its own test")
+    if name in COUNTDOWN_ONLY | EPISODES_ONLY:
+        pytest.skip("Countdown-only or episodes-only; errors tested in its own test")
     b = edge_batches(make_batch)["group_of_one"]
     user = lambda batch, task: (torch.tensor([0.0, float("nan"), 0.0]), {})  # noqa: E731
     terms = [(name, 1.0, build_reward(name, tiny_lm, tiny_rm)), ("user", 1.0, user)]

@@ -1,5 +1,6 @@
 """Per-episode diagnostics of multi-turn batches: success, turns used, tool calls, malformed turns,
-stops by budget, and the policy's entropy turn by turn (docs/agents.md lists them).
+stops by budget, tool cost (where turns report one), and the policy's entropy turn by turn
+(docs/agents.md lists them).
 
 ``episode_metrics`` gives a training step's ``agent/*`` metrics; ``episode_summary`` the keys an
 evaluation adds to its summary. Both read the extras ``agents.episodes.sample_episodes`` writes.
@@ -34,6 +35,11 @@ def _stats(batches: Sequence[RolloutBatch]) -> dict[str, float]:
            "return": float(ex["episode_return_B"].mean()),
            "turn_budget_frac": sum(s == "turn_budget" for s in stops) / n,
            "token_budget_frac": sum(s == "token_budget" for s in stops) / n}
+    # Environments that price their tools (routing) put a "cost" in a turn's info: the mean total per
+    # episode, over every episode (a turn without one costs 0), e.g. Router-R1's cost axis.
+    infos = [i for b in batches for ep in b.extras["episodes"] for i in ep.infos]
+    if any("cost" in i for i in infos):
+        out["cost"] = sum(float(i.get("cost", 0.0)) for i in infos) / n
     with_ent = [b for b in batches if b.entropy_BT is not None]
     if with_ent:
         width = max(b.mask_BT.shape[1] for b in with_ent)

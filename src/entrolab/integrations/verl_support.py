@@ -36,6 +36,7 @@ SUPPORT: dict[str, dict[str, str]] = {
         "countdown": "yes",
         "jsonl": "no: verl reads prompts and answers from its own parquet files (data.train_files); use verl's "
                  "built-in scorers for them",
+        "routing": "no: a multi-turn environment; verl's rollout generates one completion per prompt here",
     },
     "rewards": {
         "verifier": "yes", "format": "yes", "incorrect": "yes", "near_miss": "yes",
@@ -48,6 +49,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "oni": "no: trains a reward model online across steps from the turns of whole batches (a judge "
                "thread, annotations applied at a fixed step lag); verl's compute_score scores one "
                "completion at a time in several processes",
+        "router_r1": "no: reads multi-turn episodes (per-turn infos and malformed counts); verl's compute_score "
+                     "sees one completion's text",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
                     "stream would neither be the recipe's nor reproducible",
     },

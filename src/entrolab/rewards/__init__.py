@@ -2,7 +2,7 @@
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
 diversity, ensemble, reward_model, likelihood,
-barfi, closeness, oni. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
+barfi, closeness, oni, router_r1. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
 
@@ -22,6 +22,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     pear,
     perturb,
     reward_model,
+    router_r1,
     segments,
     spurious,
     verifier,
