@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
-import yaml
 
 from entrolab.agents.episodes import Episode
 from entrolab.registry import REWARDS
@@ -391,19 +390,6 @@ def test_http_judge_timeout_and_bad_answers_name_the_endpoint(make_batch, judge_
 
 
 # -- configuration, metrics, the ranking queue -------------------------------------------------------
-def test_defaults_are_the_ones_the_method_page_lists():
-    """docs/methods/oni.md's Parameters paragraph states every default of the term."""
-    import inspect
-    import re
-    from pathlib import Path
-
-    page = (Path(__file__).resolve().parents[2] / "docs" / "methods" / "oni.md").read_text()
-    para = page.split("## Parameters", 1)[1].split("##", 1)[0]
-    doc = {k: yaml.safe_load(v) for k, v in re.findall(r"`(\w+) ([^`]+)`", para)}
-    sig = {k: p.default for k, p in inspect.signature(OniReward).parameters.items()}
-    assert doc == sig
-
-
 @pytest.mark.parametrize("key,bad,good", [("lag", -1, 0), ("count_exponent", -0.5, 0.0), ("dim", 0, 1),
                                           ("ngram", 0, 1), ("sgd_steps", 0, 1), ("max_examples", 0, 1),
                                           ("wait_timeout", 0.0, 0.01)])
