@@ -426,7 +426,21 @@ def test_metrics_by_hand_with_an_abstaining_judge(make_batch):
     assert m1 == {"oni/applied": 2.0, "oni/applied_label_mean": 0.5, "oni/table_size": 2.0, "oni/annotated": 2.0,
                   "oni/abstained": 1.0, "oni/pending_steps": 0.0, "oni/turn_reward_mean": 0.5,
                   "oni/turn_nonzero_frac": 0.5}
-    assert r(episodic_batch(make_batch, [Episode()], step=2), None)[1]["oni/turn_reward_mean"] == 0.0
+    m2 = r(episodic_batch(make_batch, [Episode()], step=2), None)[1]
+    assert (m2["oni/turn_reward_mean"], m2["oni/turn_nonzero_frac"]) == (0.0, 0.0)
+
+
+def test_jobs_of_two_steps_applied_in_one_call_add_up(make_batch):
+    """lag 2, steps 0 and 1 played, then step 3: both jobs are due and applied oldest first (3 + 1 labels);
+    rows of lengths 3, 1, 2 are cut from the flat turn list at the right places."""
+    r = OniReward(variant="hashing", lag=2, count_exponent=0.0)
+    r(episodic_batch(make_batch, [ep(G5, G9, ANS)], step=0), None)
+    r(episodic_batch(make_batch, [ep(("<calc>1+1</calc>", "= 2", True))], step=1), None)
+    vals, m = r(episodic_batch(make_batch, [ep(G9, G9, G5), ep(G5), ep(ANS, G5)], step=3), None)
+    assert (m["oni/applied"], m["oni/annotated"], m["oni/applied_label_mean"]) == (4.0, 4.0, 0.5)
+    assert vals.tolist() == [1.0, 1.0, 1.0]
+    vals, _ = r(episodic_batch(make_batch, [ep(G9, G9, G9), ep(G5), ep(G5, ANS)], step=4), None)
+    assert vals.tolist() == [0.0, 1.0, 1.0]
 
 
 def test_ranking_queue_pairs_disjointly_and_uses_the_judges_compare(make_batch):
@@ -450,6 +464,12 @@ def test_ranking_queue_pairs_disjointly_and_uses_the_judges_compare(make_batch):
     r2.judge = lambda turns: [None if t.action == "<guess>0</guess>" else 1.0 for t in turns]
     _, m = r2(episodic_batch(make_batch, eps[:4]), None)
     assert len(r2.model.data.items) == 1 and m["oni/abstained"] == 1.0 and m["oni/annotated"] == 1.0
+    r3 = OniReward(variant="ranking", lag=0)  # labels 1, 0, 1, 0 for guesses 0..3: each pair's P from its own two
+    r3.judge = lambda turns: [float(t.action in ("<guess>0</guess>", "<guess>2</guess>")) for t in turns]
+    r3(episodic_batch(make_batch, eps[:4]), None)
+    useful = {"<guess>0</guess>\nx", "<guess>2</guess>\nx"}
+    assert [p for _, p in r3.model.data.items] == [
+        preference_from_labels(float(a in useful), float(b in useful)) for (a, b), _ in r3.model.data.items]
 
 
 def test_a_judge_slower_than_wait_timeout_is_an_error_naming_the_step(make_batch):
