@@ -34,9 +34,11 @@ def edge_batches(make_batch):
         lengths = [len(t) + 1 for t in texts]
         lengths = [0 if t == "" else n for t, n in zip(texts, lengths)]  # an empty response: not even EOS
         T = max(1, *lengths)
-        return make_batch(rewards, gid, lengths=lengths, T=T, texts=texts, correct=correct,
-                          entropy_BT=torch.rand(len(texts), T, generator=gen),
-                          answers=[t.partition("#")[2] or None for t in texts])
+        b = make_batch(rewards, gid, lengths=lengths, T=T, texts=texts, correct=correct,
+                       entropy_BT=torch.rand(len(texts), T, generator=gen),
+                       answers=[t.partition("#")[2] or None for t in texts])
+        b.extras["tool_calls_B"] = torch.arange(len(texts))  # what multi-turn rollouts add (tool_call)
+        return b
 
     return {
         "all_equal": mk([1.0] * 4, [0, 0, 1, 1], ["1+2=3#1+2"] * 4),

@@ -8,6 +8,10 @@ Steps for single-turn tasks (our definition; the paper's steps are agent turns):
 cut after every delimiter character (default ``, . ; newline``), and the answer marker plus the
 answer form one final step (EOS joins it). For Countdown ``3+5=8,7*8=56#7*(3+5)`` the steps are
 ``3+5=8,`` | ``7*8=56`` | ``#7*(3+5)``. See ``rewards.segments.step_ranges``.
+
+Multi-turn episodes (``batch.extras["turn_id_BT"]`` present): the steps are the agent's turns, as in
+the paper; each turn's model tokens form one step and environment tokens (turn id −1) get no
+advantage. Without ``turn_id_BT`` the single-turn split above is used unchanged.
 """
 
 from __future__ import annotations
@@ -55,12 +59,32 @@ def empg_step_advantages(adv_B: torch.Tensor, step_H: list[torch.Tensor], *, k: 
     return out
 
 
+def turn_step_ranges(turn_id_T: torch.Tensor, *, row: int = 0) -> list[range]:
+    """One range per agent turn of a row: the positions whose turn id is k, for k = 0, 1, ... in order.
+
+    Args:
+        turn_id_T: [T] long, the turn index on model tokens and −1 on environment tokens and pads.
+    Raises:
+        ValueError (naming ``row`` and the turn) if a turn's tokens are not contiguous.
+    """
+    out = []
+    for k in torch.unique(turn_id_T[turn_id_T >= 0]).tolist():
+        pos = (turn_id_T == k).nonzero().flatten()
+        lo, hi = int(pos[0]), int(pos[-1]) + 1
+        if hi - lo != pos.numel():
+            raise ValueError(f"empg: turn {k} of row {row} is not contiguous in extras['turn_id_BT'] "
+                             f"(positions {pos.tolist()})")
+        out.append(range(lo, hi))
+    return out
+
+
 @ADVANTAGES.register("empg", paper="Harnessing Uncertainty: Entropy-Modulated Policy Gradients for Long-Horizon "
                      "LLM Agents", arxiv="2509.09265")
 class EMPG:
     """EMPG: GRPO advantages rescaled per reasoning step by its (normalised) entropy, plus a clarity bonus.
 
-    Step entropy = mean behaviour token entropy over the step's tokens. The answer marker is
+    Step entropy = mean behaviour token entropy over the step's tokens; steps are agent turns when
+    the batch has ``extras["turn_id_BT"]`` (multi-turn episodes). The answer marker is
     ``marker`` or, if None, ``batch.extras["answer_marker"]``. Returns ``adv_BT`` (each
     token gets its step's value). Logs ``empg/steps_mean`` (steps per response), ``empg/approx_split_frac``.
     """
@@ -89,7 +113,11 @@ class EMPG:
         marker = self.marker if self.marker is not None else batch.extras.get("answer_marker")
         ent_BT = batch.entropy_BT.detach().float().cpu()
         steps, inexact = [], 0
+        turn_id_BT = batch.extras.get("turn_id_BT")
         for i in range(batch.batch_size):
+            if turn_id_BT is not None:  # multi-turn: the paper's steps, one per agent turn
+                steps.append(turn_step_ranges(turn_id_BT[i].cpu(), row=i))
+                continue
             rng, exact = step_ranges(batch, i, delimiters=self.delimiters, marker=marker)
             steps.append(rng)
             inexact += not exact

@@ -49,6 +49,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "oni": "no: trains a reward model online across steps from the turns of whole batches (a judge "
                "thread, annotations applied at a fixed step lag); verl's compute_score scores one "
                "completion at a time in several processes",
+        "tool_call": "no: reads the tool calls per episode of entrolab's multi-turn rollouts (extras['tool_calls_B']) "
+                     "and the trainer step; verl's compute_score sees one completion's text",
         "router_r1": "no: reads multi-turn episodes (per-turn infos and malformed counts); verl's compute_score "
                      "sees one completion's text",
         "spurious": "no: a seeded random stream per component; verl scores in several processes, so the "
@@ -64,6 +66,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "canon": "yes",         # metric='length' only; 'entropy' is refused at build time
         "copo": "no: needs behaviour entropies and parsed answers, which verl's estimator call does not pass",
         "empg": "no: needs per-step entropies, which verl's estimator call does not pass",
+        "spear": "no: replays buffered rows through the trainer's replay_rows hook; verl's estimator call cannot "
+                 "add rows to the update batch (SPEAR's own code is a verl-agent fork)",
         "effective_rank": "no: needs hidden states, which verl's estimator call does not pass",
         "aepo": f"no: {_SIDE}", "dcpo": f"no: {_SIDE}",
     },

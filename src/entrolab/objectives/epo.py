@@ -14,10 +14,14 @@ Where we differ from the released code (deliberately):
 * Upstream's smoothing term is λ·[H outside the band], built from comparisons and constants:
   it has **no gradient**, so only the plain bonus acts. Ours is the distance outside the band
   (the spec's suggested differentiable form): same zero set, a real restoring force.
-* Our tasks are single-turn, so H̄ is one number: the mean over all past optimizer steps of the
-  step's token-mean entropy (upstream keeps one per agent turn, left-padded with zeros, and only
-  smooths when some turn index ≥ 25: a key-name bug makes that threshold constant). Before the
-  first step ends there is no history and the smoothing term is off.
+* Single-turn batches: H̄ is one number, the mean over all past optimizer steps of the step's
+  token-mean entropy. Before the first step ends there is no history and the smoothing term is off.
+* Multi-turn batches (``extras["turn_id_BT"]``, the turn index of each model token): as upstream,
+  one H̄_τ per turn index τ, the mean over past steps of that step's token-mean entropy of turn τ,
+  and each token's band is around its own turn's H̄_τ. Unlike upstream, a step only enters the
+  history of the turns it has tokens of (upstream left-pads the per-turn list with zeros, which
+  drags H̄_τ towards 0), a turn index without history is not smoothed, and smoothing does not wait
+  for a turn index ≥ 25 (a key-name bug makes that threshold constant upstream).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ def epo_phase_weight(step: int, *, horizon: int = 150) -> float:
 
 
 def epo_band_penalty(
-    entropy_BT: torch.Tensor, history_mean: float, *, kappa_low: float = 0.5, kappa_high: float = 1.5
+    entropy_BT: torch.Tensor, history_mean: float | torch.Tensor, *, kappa_low: float = 0.5, kappa_high: float = 1.5
 ) -> torch.Tensor:
-    """relu(κ_lo·H̄ − H) + relu(H − κ_hi·H̄): 0 inside the band, linear distance outside."""
+    """relu(κ_lo·H̄ − H) + relu(H − κ_hi·H̄): 0 inside the band, linear distance outside.
+    ``history_mean`` is a number or a tensor broadcastable to ``entropy_BT`` (per-turn H̄_τ)."""
     return torch.relu(kappa_low * history_mean - entropy_BT) + torch.relu(entropy_BT - kappa_high * history_mean)
 
 
@@ -66,7 +71,7 @@ class EPO:
         phase_horizon: E, in optimizer steps (upstream hard-codes 150 epochs).
     Metrics: ``entropy/epo_in_band_frac``, ``entropy/epo_history_mean`` (H̄; 0 before any
     history), ``entropy/epo_phase_weight``, ``entropy/epo_penalty`` (mean band distance).
-    State: the running history sums.
+    State: the running history sums (overall, and per turn index for multi-turn batches).
     """
 
     def __init__(
@@ -91,6 +96,11 @@ class EPO:
         self.phase_weighting, self.phase_horizon = bool(phase_weighting), int(phase_horizon)
         self.hist_sum, self.hist_count = 0.0, 0  # over finished steps
         self._sum, self._count = 0.0, 0  # tokens of the current step
+        # multi-turn: the same per turn index τ (lists indexed by τ)
+        self.turn_hist_sum: list[float] = []
+        self.turn_hist_count: list[int] = []
+        self._turn_sum: list[float] = []
+        self._turn_count: list[int] = []
 
     @property
     def history_mean(self) -> float | None:
@@ -105,6 +115,9 @@ class EPO:
         hbar = self.history_mean
         weight = epo_phase_weight(inp.step, horizon=self.phase_horizon) if self.phase_weighting else 1.0
         metrics: Metrics = {"entropy/epo_history_mean": hbar or 0.0, "entropy/epo_phase_weight": weight}
+        turn_id_BT = inp.extras.get("turn_id_BT")
+        if turn_id_BT is not None:  # multi-turn: a band per turn index
+            return self._per_turn(h_BT, mask_BT, turn_id_BT.to(h_BT.device), loss_BT, weight, metrics)
         if hbar is not None:
             band_BT = epo_band_penalty(h_BT, hbar, kappa_low=self.kappa_low, kappa_high=self.kappa_high)
             # upstream: pg − β_H·(agg(H) − β_s·agg(P)), P = w·λ·[out of band]: β_H multiplies the band too
@@ -117,16 +130,58 @@ class EPO:
             metrics["entropy/epo_penalty"] = 0.0
         return zero_invalid(loss_BT, mask_BT), metrics
 
+    def _per_turn(self, h_BT: torch.Tensor, mask_BT: torch.Tensor, turn_id_BT: torch.Tensor, loss_BT: torch.Tensor,
+                  weight: float, metrics: Metrics) -> tuple[torch.Tensor, Metrics]:
+        """The band of each model token around its turn's historical mean H̄_τ (turn ids −1: no band)."""
+        valid_BT = mask_BT & (turn_id_BT >= 0)
+        n_turns = int(turn_id_BT[valid_BT].max()) + 1 if bool(valid_BT.any()) else 0
+        self._grow(n_turns)
+        h = h_BT.detach().float()
+        for k in range(n_turns):
+            in_k = valid_BT & (turn_id_BT == k)
+            self._turn_sum[k] += float(masked_sum(h, in_k))
+            self._turn_count[k] += int(in_k.sum())
+        known = [c > 0 for c in self.turn_hist_count]
+        means = [s / c if c else 0.0 for s, c in zip(self.turn_hist_sum, self.turn_hist_count)]
+        idx_BT = turn_id_BT.clamp(min=0, max=max(0, len(means) - 1))
+        hbar_BT = torch.tensor(means or [0.0], dtype=h_BT.dtype, device=h_BT.device)[idx_BT]
+        smooth_BT = valid_BT & torch.tensor(known or [False], device=h_BT.device)[idx_BT]
+        band_BT = epo_band_penalty(h_BT, hbar_BT, kappa_low=self.kappa_low, kappa_high=self.kappa_high)
+        band_BT = torch.where(smooth_BT, band_BT, torch.zeros_like(band_BT))
+        loss_BT = loss_BT + self.entropy_coef * self.smooth_coef * weight * self.penalty * band_BT
+        n = int(smooth_BT.sum())
+        metrics["entropy/epo_in_band_frac"] = frac(band_BT.detach() == 0, smooth_BT) if n else 1.0
+        metrics["entropy/epo_penalty"] = float(masked_sum(band_BT.detach(), smooth_BT)) / n if n else 0.0
+        return zero_invalid(loss_BT, mask_BT), metrics
+
+    def _grow(self, n_turns: int) -> None:
+        for lst, zero in ((self.turn_hist_sum, 0.0), (self.turn_hist_count, 0), (self._turn_sum, 0.0),
+                          (self._turn_count, 0)):
+            lst.extend([zero] * (n_turns - len(lst)))
+
     def on_step_end(self, metrics: dict | None = None) -> None:
-        """Append this step's token-mean entropy to the history."""
+        """Append this step's token-mean entropy to the history (and each turn's, for the turns it had)."""
         if self._count:
             self.hist_sum += self._sum / self._count
             self.hist_count += 1
         self._sum, self._count = 0.0, 0
+        for k, (s, c) in enumerate(zip(self._turn_sum, self._turn_count)):
+            if c:
+                self.turn_hist_sum[k] += s / c
+                self.turn_hist_count[k] += 1
+        self._turn_sum = [0.0] * len(self._turn_sum)
+        self._turn_count = [0] * len(self._turn_count)
 
     def state_dict(self) -> dict:
-        return {"hist_sum": self.hist_sum, "hist_count": self.hist_count, "sum": self._sum, "count": self._count}
+        return {"hist_sum": self.hist_sum, "hist_count": self.hist_count, "sum": self._sum, "count": self._count,
+                "turn_hist_sum": list(self.turn_hist_sum), "turn_hist_count": list(self.turn_hist_count),
+                "turn_sum": list(self._turn_sum), "turn_count": list(self._turn_count)}
 
     def load_state_dict(self, state: dict) -> None:
         self.hist_sum, self.hist_count = float(state["hist_sum"]), int(state["hist_count"])
         self._sum, self._count = float(state["sum"]), int(state["count"])
+        # checkpoints written before per-turn histories existed have none
+        self.turn_hist_sum = [float(v) for v in state.get("turn_hist_sum", [])]
+        self.turn_hist_count = [int(v) for v in state.get("turn_hist_count", [])]
+        self._turn_sum = [float(v) for v in state.get("turn_sum", [])]
+        self._turn_count = [int(v) for v in state.get("turn_count", [])]

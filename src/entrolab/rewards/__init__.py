@@ -2,7 +2,8 @@
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
 diversity, ensemble, reward_model, likelihood,
-barfi, closeness, oni, router_r1. Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
+barfi, closeness, oni, router_r1, tool_call (SPEAR's scheduled tool-use bonus).
+Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
 
@@ -25,6 +26,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     router_r1,
     segments,
     spurious,
+    tool_call,
     verifier,
 )
 from entrolab.rewards.compose import PerSample, RewardError, compute_rewards
