@@ -58,7 +58,9 @@ def _batch(make_batch, stats: str):
     b.extras["answer_marker"] = "#"
     b.extras["reward_uncertainty_B"] = torch.rand(6, generator=torch.Generator().manual_seed(9))  # for ctrl_u
     # the multi-turn extras (agents contract) a reward over episodes reads (router_r1, tool_call)
-    b.extras["episodes"] = [Episode(infos=[{"cost": float(i)}], stop="done") for i in range(6)]
+    # one turn each: an action, its observation and its info (oni reads all three per turn)
+    b.extras["episodes"] = [Episode(actions=[f"<calc>{i}</calc>"], observations=[f"= {i}"], rewards=[0.0],
+                                    infos=[{"cost": float(i)}], stop="done") for i in range(6)]
     b.extras["malformed_B"] = torch.tensor([0, 1, 0, 0, 0, 0])
     b.extras["tool_calls_B"] = torch.tensor([0, 1, 2, 0, 1, 3])
     for p in b.prompts:  # the closeness reward reads a Countdown target

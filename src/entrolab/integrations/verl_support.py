@@ -50,6 +50,9 @@ SUPPORT: dict[str, dict[str, str]] = {
         "barfi": "no: learns its blend from the within-group covariance of several reward terms over a whole "
                  "batch and across steps; verl's compute_score scores one completion at a time",
         "closeness": "no: added after the verl adapter; not yet checked through compute_score",
+        "oni": "no: trains a reward model online across steps from the turns of whole batches (a judge "
+               "thread, annotations applied at a fixed step lag); verl's compute_score scores one "
+               "completion at a time in several processes",
         "tool_call": "no: reads the tool calls per episode of entrolab's multi-turn rollouts (extras['tool_calls_B']) "
                      "and the trainer step; verl's compute_score sees one completion's text",
         "router_r1": "no: reads multi-turn episodes (per-turn infos and malformed counts); verl's compute_score "

@@ -2,7 +2,7 @@
 
 Reward terms (``REWARDS``): verifier, format, overlong, length, spurious, incorrect, near_miss,
 diversity, ensemble, reward_model, likelihood,
-barfi, closeness, router_r1, tool_call (SPEAR's scheduled tool-use bonus).
+barfi, closeness, oni, router_r1, tool_call (SPEAR's scheduled tool-use bonus).
 Shapers (``SHAPERS``): pear, ares_hwe, kl_in_reward, ctrl_u, par and the
 baselines it is compared against (centered, lsc, meanstd, clip, minmax).
 """
@@ -18,6 +18,7 @@ from entrolab.rewards import (  # noqa: F401  (registration side effects)
     ensemble,
     kl_reward,
     likelihood,
+    oni,
     par,
     pear,
     perturb,
