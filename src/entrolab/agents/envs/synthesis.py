@@ -283,7 +283,9 @@ class Synthesis:
         self.feedback = feedback
         self.ticks = _int("ticks", ticks, 1, 1000)
         self.freeze = _int("freeze", freeze, 0, 1000)
-        self.max_steps = _int("max_steps", max_steps, 1, 100_000)
+        # the fixed opponents and the reference policies need up to 7 steps a decision, and the
+        # limit applies to both agents
+        self.max_steps = _int("max_steps", max_steps, 8, 100_000)
         self.min_grow = _int("min_grow", min_grow, 1, 99)
         self.max_grow = _int("max_grow", max_grow, min_grow, 99)
         if isinstance(opponents, str) or not opponents:
@@ -295,6 +297,12 @@ class Synthesis:
         self.max_turns = _int("max_turns", max_turns, 1, 100)
         self.sizes = {"train": _int("n_train", n_train, 0), "validation": _int("n_validation", n_validation, 0),
                       "test": _int("n_test", n_test, 0), "sft": _int("n_sft", n_sft, 0)}
+        n_games = len(self._grid())
+        total = sum(self.sizes.values())
+        if total > n_games:
+            raise ValueError(f"synthesis: the splits ask for {total} games but grow in "
+                             f"[{self.min_grow}, {self.max_grow}] with {len(self.opponents)} opponents "
+                             f"gives only {n_games}; widen the grow range or shrink the splits")
         self._splits: dict[str, list[Prompt]] | None = None
         self._reference: dict[Game, tuple[float, list[tuple[float, str]]]] = {}
 
@@ -303,14 +311,13 @@ class Synthesis:
         cap, grow, opp = parse_prompt(prompt.text)
         return Game(cap, grow, opp, ticks=self.ticks, freeze=self.freeze, max_steps=self.max_steps)
 
+    def _grid(self) -> list[tuple[int, int, str]]:
+        """Every (cap, grow, opponent) of the class docstring, in a fixed order."""
+        return [(cap, grow, opp) for grow in range(self.min_grow, self.max_grow + 1)
+                for cap in range(grow + 2, 2 * grow + 2) for opp in self.opponents]
+
     def _generate(self) -> dict[str, list[Prompt]]:
-        games = [(cap, grow, opp) for grow in range(self.min_grow, self.max_grow + 1)
-                 for cap in range(grow + 2, 2 * grow + 2) for opp in self.opponents]
-        total = sum(self.sizes.values())
-        if total > len(games):
-            raise ValueError(f"synthesis: the splits ask for {total} games but grow in "
-                             f"[{self.min_grow}, {self.max_grow}] with {len(self.opponents)} opponents "
-                             f"gives only {len(games)}; widen the grow range or shrink the splits")
+        games = self._grid()
         random.Random(self.seed).shuffle(games)
         out, start = {}, 0
         for split in ("test", "validation", "train", "sft"):
