@@ -131,6 +131,24 @@ def test_sparse_and_dense_observations_exact():
                            feedback="dense") == "ret 0.33 eff 0.50 eq 1.00 sus 0.12"
 
 
+def test_docs_example_transcript():
+    """The episode shown at the top of docs/agents/synthesis.md, exactly."""
+    turns = [("<policy>if stock ge 10 then gather;wait</policy>", "ret 0.05 eff 0.53 eq 0.55 sus 0.82", 0.05),
+             ("<policy>gather</policy>", "ret 0.20 eff 0.20 eq 1.00 sus 0.00", 0.15),
+             ("<answer>if last eq gather then punish;gather</answer>", "ret 0.65 eff 0.50 eq 0.85 sus 1.00", 0.45)]
+    for feedback in ("dense", "sparse"):
+        task = Synthesis(feedback=feedback)
+        p = prompt(11, 5, "greedy")
+        env = task.make_env(p, seed=0)
+        env.reset(p)
+        for action, obs, reward in turns:
+            r = env.step(action)
+            assert r.observation == (obs if feedback == "dense" else obs[:8])
+            assert r.reward == pytest.approx(reward)
+        assert r.done and task.reference(p)[0] == 0.65
+        assert env.outcome() == env.outcome().__class__(0.65, True, "if last eq gather then punish;gather", "ok")
+
+
 # ------------------------------------------------------------------ episodes
 def _returns(task, p, policies):
     g = task.game(p)
