@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from entrolab.agents.metrics import episode_metrics
 from entrolab.types import RolloutBatch
 
 
@@ -32,6 +33,7 @@ def batch_metrics(batch: RolloutBatch) -> dict[str, float]:
     if batch.ref_logp_BT is not None:  # k1 estimate of KL(π_old || π_ref) over sampled tokens
         out["kl/ref_k1"] = float(((batch.old_logp_BT - batch.ref_logp_BT) * mask_BT).sum() / n_tok)
     out["adv/zero_frac"] = float((adv_B.abs() < 1e-8).float().mean())
+    out.update(episode_metrics(batch))  # agent/* for multi-turn episodes, nothing otherwise
     return out
 
 

@@ -86,6 +86,9 @@ class ModelCfg(_Strict):
     path: str | None = None
     tokenizer: str | None = None  # defaults to ``path``
     testbed_size: Literal["tiny", "small"] | None = None  # random init, char tokenizer (tests)
+    # With path null: first train the testbed model on the task's demonstrations (sft.build_base_model,
+    # default settings, cached under $ENTROLAB_CACHE/bases/<task>-<settings hash>), e.g. an agent's base.
+    testbed_sft: bool = False
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     chat_template: bool = False  # wrap prompts with the tokenizer's chat template
     lora: LoraCfg | None = None  # None = full fine-tuning; else train LoRA adapters only
@@ -99,6 +102,11 @@ class RolloutCfg(_Strict):
     max_new_tokens: int = Field(48, ge=1)
     # The sampler (rollout.sampler.ENGINES): "builtin" = our KV-cache loop, "hf" = model.generate (reference).
     engine: Literal["builtin", "hf"] = "builtin"
+    # Multi-turn episodes (episodic tasks, entrolab.agents): max_new_tokens caps each model turn; the
+    # episode ends at the environment's done, after max_turns model turns (None = the task's own
+    # budget) or once its completion region (model + environment tokens) reaches max_episode_tokens.
+    max_turns: int | None = Field(None, ge=1)
+    max_episode_tokens: int | None = Field(None, ge=1)
 
 
 class RewardsCfg(_Strict):

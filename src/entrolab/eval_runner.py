@@ -32,7 +32,9 @@ def evaluate_model(model_path: Path, recipe: Recipe, *, label: str, out: Path, p
                           temperature=e.temperature, top_p=e.top_p,
                           max_new_tokens=e.max_new_tokens or recipe.rollout.max_new_tokens, greedy=e.greedy,
                           batch_size=e.batch_size, seed=recipe.seed, label=label, progress=cb,
-                          model_name=str(model_path), task_config=recipe.task, engine=recipe.rollout.engine)
+                          model_name=str(model_path), task_config=recipe.task, engine=recipe.rollout.engine,
+                          max_turns=recipe.rollout.max_turns,
+                          max_episode_tokens=recipe.rollout.max_episode_tokens)
     return write_eval(result, out)
 
 

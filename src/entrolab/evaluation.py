@@ -127,7 +127,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
              top_p: float = 1.0, max_new_tokens: int, greedy: bool = True, batch_size: int = 1024,
              seed: int = 0, label: str, progress: Callable[[int, int], None] | None = None,
              model_name: str | None = None, task_config: dict[str, Any] | None = None,
-             engine: str = "builtin") -> dict[str, Any]:
+             engine: str = "builtin", max_turns: int | None = None,
+             max_episode_tokens: int | None = None) -> dict[str, Any]:
     """Sample ``n_samples`` completions per prompt of ``split`` and return the eval JSON dict.
 
     Prompts are processed in chunks of ``max(1, batch_size // n_samples)`` prompts (each chunk one
@@ -148,10 +149,15 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         model_name: recorded as ``"model"`` (default: the model's ``name_or_path``).
         task_config: recorded as ``"task"`` (default: ``{"name": task.name}``).
         engine: the sampler, a ``rollout.engine`` name (``builtin`` or ``hf``).
+        max_turns, max_episode_tokens: episode budgets of an episodic (multi-turn) task, whose
+            verdicts come from its environment; the summary then adds per-episode statistics
+            (``agents.metrics.episode_summary``).
     """
-    from entrolab.rollout.sampler import get_engine  # imported here: rollout imports models, not us
+    from entrolab.agents.episodes import sampler_for  # imported here: rollout imports models, not us
+    from entrolab.agents.metrics import episode_summary
 
-    sample = get_engine(engine)
+    sample = sampler_for(task, engine=engine, max_turns=max_turns, max_episode_tokens=max_episode_tokens)
+    episode_batches = []
     if n_samples < 1:
         raise ValueError(f"evaluate needs n_samples >= 1, got {n_samples}")
     if batch_size < 1:
@@ -178,9 +184,12 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
             batch = sample(model, tokenizer, part, group_size=n_samples, batch_size=batch_size, **kw)
             for g, prompt in enumerate(part):
                 rows = slice(g * n_samples, (g + 1) * n_samples)
-                verdicts = [task.verify(prompt, t) for t in batch.texts[rows]]
+                verdicts = (batch.verdicts[rows] if batch.verdicts is not None
+                            else [task.verify(prompt, t) for t in batch.texts[rows]])
                 ent = None if batch.entropy_BT is None else batch.entropy_BT[rows].cpu()
                 sampled.append((prompt, verdicts, batch.mask_BT[rows].cpu(), ent))
+            if "episodes" in batch.extras:
+                episode_batches.append(batch)
             done += len(part) * n_samples
             if progress is not None:
                 progress(done, total)
@@ -189,7 +198,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
                 part = prompts[start:start + batch_size]
                 batch = sample(model, tokenizer, part, group_size=1, greedy=True, batch_size=batch_size, **kw)
                 for g, (prompt, text) in enumerate(zip(part, batch.texts)):
-                    v = task.verify(prompt, text)
+                    v = batch.verdicts[g] if batch.verdicts is not None else task.verify(prompt, text)
                     greedy_P[start + g] = {"text": text, "correct": bool(v.correct), "answer": v.answer}
                 done += len(part)
                 if progress is not None:
@@ -210,7 +219,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task, *, split: str =
         "max_new_tokens": max_new_tokens,
         "seed": seed,
         "ks": ks,
-        "summary": summarize(records, ks=ks),
+        "summary": {**summarize(records, ks=ks), **episode_summary(episode_batches)},
         "prompts": records,
     }
 

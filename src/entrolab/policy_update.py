@@ -85,6 +85,7 @@ def micro_batch_loss(
         model, batch.prompt_ids_BL[idx_B], batch.mask_prompt_BL[idx_B], batch.completion_ids_BT[idx_B], mask_BT,
         temperature=batch.temperature, need_entropy=True,
         need_hidden="hidden" in requires, need_logits="logits" in requires, chunk_size=chunk_size,
+        attn_BT=None if batch.attn_BT is None else batch.attn_BT[idx_B],
     )
 
     def rows(t):

@@ -51,20 +51,58 @@ def encode_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], int
     return p_ids + c_ids, len(p_ids)
 
 
-def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad encoded pairs into ``(ids_BL, mask_BL, mask_loss_BL)``.
+def encode_episode(tokenizer, prompt: str, demo: Sequence[Any]) -> tuple[list[int], list[bool]]:
+    """Ids of a demonstrated multi-turn episode and its loss mask (True = a model-written token).
 
-    ``mask_loss_BL[b, i]`` is True when token ``i`` is a completion token (or the EOS) of row b,
-    i.e. a position whose prediction from position ``i-1`` is trained.
+    ``demo`` is ``[first_observation, [[action, observation], ...]]`` (``agents.env``): the prompt and
+    the first observation are context; each action is trained, followed by EOS; each observation
+    but the last is context. This is the token layout of ``agents.episodes.sample_episodes``, so the
+    base model learns the turn structure RL will sample.
+    """
+    from entrolab.rollout.sampler import encode_prompts
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    first, turns = demo
+    ids = encode_prompts(tokenizer, [prompt])[0] + enc(first)
+    loss = [False] * len(ids)
+    for k, (action, obs) in enumerate(turns):
+        a_ids = enc(action) + [int(tokenizer.eos_token_id)]
+        ids += a_ids
+        loss += [True] * len(a_ids)
+        if k < len(turns) - 1:
+            o_ids = enc(obs)
+            ids += o_ids
+            loss += [False] * len(o_ids)
+    return ids, loss
+
+
+def encode_example(tokenizer, prompt: str, completion: Any) -> tuple[list[int], int | list[bool]]:
+    """``encode_pair`` for a text completion, ``encode_episode`` for a demonstrated episode."""
+    return encode_pair(tokenizer, prompt, completion) if isinstance(completion, str) else \
+        encode_episode(tokenizer, prompt, completion)
+
+
+def collate(examples: Sequence[tuple[list[int], int | list[bool]]], pad_id: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad encoded examples into ``(ids_BL, mask_BL, mask_loss_BL)``.
+
+    ``mask_loss_BL[b, i]`` is True when token ``i`` of row b is trained, i.e. its prediction from
+    position ``i-1`` is: the completion tokens and EOS of a pair (given as the prompt length), or
+    the tokens an episode's loss mask marks.
     """
     L = max(len(ids) for ids, _ in examples)
     ids_BL = torch.full((len(examples), L), pad_id, dtype=torch.long)
     mask_BL = torch.zeros((len(examples), L), dtype=torch.bool)
     mask_loss_BL = torch.zeros((len(examples), L), dtype=torch.bool)
-    for b, (ids, n_prompt) in enumerate(examples):
+    for b, (ids, spec) in enumerate(examples):
         ids_BL[b, : len(ids)] = torch.as_tensor(ids)
         mask_BL[b, : len(ids)] = True
-        mask_loss_BL[b, n_prompt: len(ids)] = True
+        if isinstance(spec, int):
+            mask_loss_BL[b, spec: len(ids)] = True
+        else:
+            mask_loss_BL[b, : len(ids)] = torch.as_tensor(spec, dtype=torch.bool)
     return ids_BL, mask_BL, mask_loss_BL
 
 
@@ -122,7 +160,7 @@ def train_sft(
     dev = resolve_device(device)
     model.to(dev).train()
     apply_thread_policy(model, dev)  # one thread for testbed models (docs/benchmarks.md)
-    data = [encode_pair(tokenizer, p, c) for p, c in pairs]
+    data = [encode_example(tokenizer, p, c) for p, c in pairs]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps=steps, warmup=warmup, schedule=schedule))
@@ -153,13 +191,21 @@ def train_sft(
             "tokens": tokens, "time_s": time.perf_counter() - t0, "num_pairs": len(pairs)}
 
 
-def demonstration_pairs(task, *, demos_per_prompt: int, seed: int, split: str = "train") -> list[tuple[str, str]]:
-    """``demos_per_prompt`` demonstrations per prompt of ``split`` (prompts without one are skipped)."""
+def demonstration_pairs(task, *, demos_per_prompt: int, seed: int, split: str = "train") -> list[tuple[str, Any]]:
+    """``demos_per_prompt`` demonstrations per prompt of ``split`` (prompts without one are skipped):
+    completion texts, or for an episodic task the expert's episodes (``encode_episode``'s ``demo``)."""
+    from entrolab.agents.env import is_episodic
+
     rng = random.Random(seed)
-    pairs = []
+    pairs: list[tuple[str, Any]] = []
     for prompt in task.prompts(split):
         for _ in range(demos_per_prompt):
-            demo = task.demonstration(prompt, rng)
+            if is_episodic(task):  # [first observation, [[action, observation], ...]] (encode_episode)
+                first = task.make_env(prompt, seed=rng.randrange(2**31)).reset(prompt)
+                turns = task.episode_demonstration(prompt, rng)
+                demo = None if not turns else [first, [[a, o] for a, o in turns]]
+            else:
+                demo = task.demonstration(prompt, rng)
             if demo is not None:
                 pairs.append((prompt.text, demo))
     if not pairs:
@@ -253,7 +299,7 @@ def build_base_model(
         raise ValueError(f"{out} exists and is not an entrolab base model folder; refusing to overwrite it")
 
     tokenizer = build_char_tokenizer(charset)
-    max_len = max(len(p) + len(c) for p, c in pairs) + 2
+    max_len = max(len(encode_example(tokenizer, p, c)[0]) for p, c in pairs) + 2
     model = build_tiny_model(size, tokenizer, seed=seed, max_position_embeddings=max(512, 2 * max_len))
     from entrolab.progress import phase
 

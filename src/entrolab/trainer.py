@@ -31,25 +31,8 @@ from entrolab.batch_logging import batch_metrics, dump_rollouts
 from entrolab.schedule import lr_factor
 from entrolab.policy_update import NonFiniteError, UpdateSettings, update_policy
 from entrolab.rundir import RunDirError, check_fresh, check_resume_recipe, resume_point, warn, write_atomic
+from entrolab.timing import STEP_PARTS, step_times  # noqa: F401  (STEP_PARTS re-exported)
 from entrolab.types import RolloutBatch, SideRequest, logp_at_temperature_key
-
-
-#: The parts of a training step, in order, each timed from the previous clock stamp to the next.
-STEP_PARTS = ("rollout", "score", "verify_reward", "side", "update", "log")
-
-
-def step_times(stamps: list[float], *, side: bool) -> dict[str, float]:
-    """``time/<part>_s`` for each of ``STEP_PARTS`` from ``len(STEP_PARTS) + 1`` consecutive clock
-    stamps, and ``time/step_s`` = last − first, so the parts sum to the step (up to float rounding).
-    Without side passes (``side`` False) their interval, a loop over the hooks, is counted in
-    ``time/verify_reward_s`` rather than logged as a ~0 ``time/side_s``."""
-    if len(stamps) != len(STEP_PARTS) + 1:
-        raise ValueError(f"need {len(STEP_PARTS) + 1} clock stamps, got {len(stamps)}")
-    out = {f"time/{part}_s": b - a for part, a, b in zip(STEP_PARTS, stamps, stamps[1:])}
-    if not side:
-        out["time/verify_reward_s"] += out.pop("time/side_s")
-    out["time/step_s"] = stamps[-1] - stamps[0]
-    return out
 
 
 class TrainingStopped(RuntimeError):
@@ -149,6 +132,13 @@ class Trainer:
             raise ValueError("model: set 'path' (any HF causal LM folder) or 'testbed_size' (tiny/small)")
         from entrolab.models.tiny import create_testbed_model
 
+        if m.testbed_sft:  # a base that has seen the task's demonstrations (shared by every run, cached)
+            from entrolab.demo import cache_dir
+            from entrolab.sft import base_settings_hash, build_base_model
+
+            key = base_settings_hash(self.task, size=m.testbed_size, seed=0)
+            return build_base_model(cache_dir() / "bases" / f"{self.task.name}-{key}", self.task, size=m.testbed_size,
+                                    progress=self.show_progress)
         out = self.run_dir / "initial_model"
         if not (out / "config.json").exists():
             charset = self.task.charset()
@@ -203,11 +193,11 @@ class Trainer:
         return self._sample(prompts, temperature=r.temperature, group_size=r.group_size)
 
     def _sample(self, prompts: list, *, temperature: float, group_size: int) -> RolloutBatch:
+        from entrolab.agents.episodes import sampler_for
         from entrolab.models.loading import format_prompt
-        from entrolab.rollout.sampler import get_engine
 
         r = self.recipe.rollout
-        sample = get_engine(r.engine)
+        sample = sampler_for(self.task, engine=r.engine, max_turns=r.max_turns, max_episode_tokens=r.max_episode_tokens)
         texts = [format_prompt(self.tokenizer, p.text, chat_template=self.recipe.model.chat_template) for p in prompts]
         self.model.eval()
         with torch.no_grad(), self._amp():
@@ -224,13 +214,14 @@ class Trainer:
 
         Not needed when exactly one optimizer step uses the batch (``updates_per_batch`` 1, the
         mini-batch covers it), no component reads pre-update statistics (``requires`` has neither
-        ``old_stats`` nor ``hidden``) and none adds side passes (their rows are re-scored at another
-        temperature): then the update's forward, which runs before that only step, gives old_logp
+        ``old_stats`` nor ``hidden``) and none adds side passes or replayed rows (their rows are re-scored
+        at another temperature or under a newer policy): then the update's forward, which runs before that only step, gives old_logp
         (``policy_update.micro_batch_loss``) and fills ``old_logp_BT``/``entropy_BT`` afterwards.
         """
         t = self.recipe.train
         one_step = t.updates_per_batch == 1 and (t.mini_batch_size or batch.batch_size) >= batch.batch_size
-        side = any(callable(getattr(obj, "side_rollouts", None)) for _, obj in self.comps.keyed())
+        side = any(callable(getattr(obj, hook, None)) for _, obj in self.comps.keyed()
+                   for hook in ("side_rollouts", "replay_rows"))
         return not one_step or side or bool({"old_stats", "hidden"} & self.requires)
 
     def score(self, batch: RolloutBatch, *, rescore: bool | None = None) -> None:
@@ -243,22 +234,21 @@ class Trainer:
         from entrolab.models.loading import reference_policy
 
         args = (batch.prompt_ids_BL, batch.mask_prompt_BL, batch.completion_ids_BT, batch.mask_BT)
+        kw = {"chunk_size": self.logprob_chunk, "attn_BT": batch.attn_BT}
         with torch.no_grad(), self._amp():
             if self.rescoring_needed(batch) if rescore is None else rescore:
                 out = completion_stats(self.model, *args, temperature=batch.temperature,
-                                       need_hidden="hidden" in self.requires, chunk_size=self.logprob_chunk)
+                                       need_hidden="hidden" in self.requires, **kw)
                 batch.old_logp_BT, batch.entropy_BT = out.logp_BT.float(), out.entropy_BT.float()
                 batch.hidden_BTD = out.hidden_BTD
             else:  # the sampler's values are not the training forward's: never let them stand in
                 batch.old_logp_BT = batch.entropy_BT = batch.hidden_BTD = None
             if "ref_logp" in self.requires:
                 with reference_policy(self.model, self.ref_model) as ref_model:
-                    ref = completion_stats(ref_model, *args, temperature=batch.temperature, need_entropy=False,
-                                           chunk_size=self.logprob_chunk)
+                    ref = completion_stats(ref_model, *args, temperature=batch.temperature, need_entropy=False, **kw)
                 batch.ref_logp_BT = ref.logp_BT.float()
             for tau in self._scoring_temperatures():
-                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False,
-                                          chunk_size=self.logprob_chunk)
+                at_tau = completion_stats(self.model, *args, temperature=tau, need_entropy=False, **kw)
                 batch.extras[logp_at_temperature_key(tau)] = at_tau.logp_BT.float()
 
     def _scoring_temperatures(self) -> list[float]:
@@ -274,10 +264,12 @@ class Trainer:
     def verify(self, batch: RolloutBatch) -> None:
         from entrolab.rewards.segments import attach_char_ends
 
+        batch.extras["answer_marker"] = self.task.answer_marker
+        if batch.verdicts is not None:  # multi-turn episodes: the environment judged them while playing
+            return
         batch.verdicts = [self.task.verify(batch.prompts[int(g)], text)
                           for g, text in zip(batch.group_id_B.tolist(), batch.texts)]
         # exact token → character offsets, so phase/step splits (PEAR, EMPG, ARES) are exact
-        batch.extras["answer_marker"] = self.task.answer_marker
         attach_char_ends(batch, self.tokenizer)
 
     def rewards(self, batch: RolloutBatch) -> dict[str, float]:
@@ -331,6 +323,18 @@ class Trainer:
         self.rewards(side)
         return side
 
+    def replay(self, batch: RolloutBatch) -> tuple[RolloutBatch, dict[str, float]]:
+        """Rows components replay from earlier steps (``replay_rows`` hook, e.g. SPEAR's buffer), scored
+        like the batch (under the current policy) and appended to it: the batch the update trains on."""
+        parts, metrics = [batch], {}
+        for key, comp in self.comps.keyed():
+            rows = comp.replay_rows(batch, step=self.step) if callable(getattr(comp, "replay_rows", None)) else None
+            if rows is not None and rows.batch_size:
+                self.score(rows, rescore=batch.old_logp_BT is not None)
+                parts.append(rows)
+                metrics[f"replay/{key}_rows"] = float(rows.batch_size)
+        return (RolloutBatch.concat(parts) if len(parts) > 1 else batch), metrics
+
     def train_step(self) -> dict[str, float]:
         # Consecutive clock stamps, so the time/* parts add up to time/step_s (docs/CONTRACTS.md).
         stamps = [time.perf_counter()]
@@ -342,9 +346,9 @@ class Trainer:
         metrics = self.rewards_and_advantages(batch)
         stamps.append(time.perf_counter())
         update_batch, side_metrics = self.side_passes(batch)
+        update_batch, replay_metrics = self.replay(update_batch)
         stamps.append(time.perf_counter())
-        if side_metrics:
-            metrics.update(side_metrics)
+        metrics.update(side_metrics | replay_metrics)
         settings = UpdateSettings(self.recipe.train.updates_per_batch, self.recipe.train.mini_batch_size,
                                   self.recipe.train.micro_batch_size, self.recipe.optim.grad_clip, self.bf16,
                                   logprob_chunk_size=self.logprob_chunk)
@@ -361,7 +365,7 @@ class Trainer:
             dump_rollouts(self.run_dir / "rollouts.jsonl", update_batch, task=self.task,
                           tokenizer=self.tokenizer, run=self.recipe.name)
         stamps.append(time.perf_counter())
-        metrics.update(step_times(stamps, side=bool(side_metrics)))
+        metrics.update(step_times(stamps, side=bool(side_metrics or replay_metrics)))
         metrics["time/tokens_per_s"] = float(batch.mask_BT.sum()) / metrics["time/step_s"]
         self.comps.on_step_end(metrics)
         return metrics
@@ -402,7 +406,9 @@ class Trainer:
                               n_samples=n_samples or e.n_samples, temperature=e.temperature, top_p=e.top_p,
                               max_new_tokens=e.max_new_tokens or self.recipe.rollout.max_new_tokens,
                               greedy=e.greedy, batch_size=e.batch_size, seed=self.recipe.seed, label=label,
-                              progress=cb, engine=self.recipe.rollout.engine)
+                              progress=cb, engine=self.recipe.rollout.engine,
+                              max_turns=self.recipe.rollout.max_turns,
+                              max_episode_tokens=self.recipe.rollout.max_episode_tokens)
         write_eval(result, self.run_dir / "eval" / f"{label}.json")
         self._log({"step": self.step, **{f"eval/{k}": v for k, v in result["summary"].items()}})
         return result

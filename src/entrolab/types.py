@@ -183,7 +183,7 @@ class RolloutBatch:
     prompt_ids_BL: torch.Tensor               # [B, Lp] left-padded prompt tokens
     mask_prompt_BL: torch.Tensor              # [B, Lp] True = real prompt token
     completion_ids_BT: torch.Tensor           # [B, T] right-padded completion tokens
-    mask_BT: torch.Tensor                     # [B, T] True = generated token (incl. EOS)
+    mask_BT: torch.Tensor                     # [B, T] True = generated token (incl. EOS); the loss mask
     texts: list[str]                          # B decoded completions (without EOS)
     stop_reasons: list[str]                   # B: "eos" or "length"
     temperature: float = 1.0                  # sampling temperature (log-probs use logits / T)
@@ -197,6 +197,14 @@ class RolloutBatch:
     adv_BT: torch.Tensor | None = None
     step: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    # [B, T] True = real completion-region token the model attends to: generated *or* written by an
+    # environment between turns (multi-turn episodes, ``agents.episodes``). None = ``mask_BT`` (single turn).
+    attn_BT: torch.Tensor | None = None
+
+    @property
+    def attention_BT(self) -> torch.Tensor:
+        """The completion-region attention mask: ``attn_BT``, or ``mask_BT`` when there are no env tokens."""
+        return self.mask_BT if self.attn_BT is None else self.attn_BT
 
     @property
     def batch_size(self) -> int:
@@ -244,6 +252,7 @@ class RolloutBatch:
             step=self.step,
             extras={k: v[idx_B.to(v.device)] if is_row_extra(k, v, self.batch_size) else v
                     for k, v in self.extras.items()},
+            attn_BT=pick(self.attn_BT),
         )
 
     @classmethod
@@ -312,6 +321,9 @@ class RolloutBatch:
             adv_BT=col("adv_BT", "BT"),
             step=parts[0].step,
             extras=extras,
+            # single-turn parts attend to exactly their generated tokens, so mask_BT stands in for them
+            attn_BT=None if all(p.attn_BT is None for p in parts) else cat(
+                "attn_BT", [p.attention_BT for p in parts], "BT"),
         )
 
 

@@ -105,6 +105,7 @@ def completion_stats(
     need_hidden: bool = False,
     need_logits: bool = False,
     chunk_size: int = 0,
+    attn_BT: torch.Tensor | None = None,
 ) -> ForwardOut:
     """Forward ``[prompt | completion]`` and return per-completion-token statistics.
 
@@ -117,10 +118,14 @@ def completion_stats(
     ``chunked_logp_entropy`` computes log-probs and entropies of the valid tokens ``chunk_size`` at a
     time from them and the LM-head weight, never holding ``[B, T, V]``; its pads hold 0. It equals
     the naive path up to float rounding (tested to 1e-5). ``chunk_size = 0`` is the naive path.
+
+    ``attn_BT`` (multi-turn episodes): the completion tokens attended to, a superset of ``mask_BT``
+    that adds the environment's tokens between turns; None means ``mask_BT``. Statistics are still
+    only meaningful where ``mask_BT`` is True.
     """
     device = next(model.parameters()).device
     ids_BL = torch.cat([prompt_ids_BL, completion_ids_BT], dim=1).to(device)
-    attn_BL = torch.cat([mask_prompt_BL, mask_BT], dim=1).to(device)
+    attn_BL = torch.cat([mask_prompt_BL, mask_BT if attn_BT is None else attn_BT], dim=1).to(device)
     pos_BL = (attn_BL.long().cumsum(-1) - 1).clamp(min=0)
     T = completion_ids_BT.shape[1]
     if T == 0:
