@@ -7,7 +7,7 @@ instead, and the sandbox is the grammar itself: there are no loops, no calls, no
 
 Grammar (EBNF; words are lower case, tokens are separated by spaces where two words meet)::
 
-    policy  = rule { ";" rule } ;
+    policy  = rule { ";" rule } [ ";" ] ;
     rule    = [ "if" cond "then" ] action ;          (* no "if": the rule always fires *)
     cond    = conj { "or" conj } ;
     conj    = neg { "and" neg } ;
