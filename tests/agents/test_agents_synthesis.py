@@ -327,3 +327,22 @@ def test_charset_covers_prompts_actions_and_observations():
             texts.append(env.step(bad).observation)
     missing = {c for t in texts for c in t} - cs
     assert not missing
+
+
+# ------------------------------------------------------------------ recipes
+def test_recipes_sparse_and_dense_differ_only_in_feedback():
+    from pathlib import Path
+
+    from entrolab.config import load_recipe
+
+    root = Path(__file__).resolve().parents[2] / "recipes" / "agents"
+    sparse = load_recipe(str(root / "synthesis_sparse.yaml"), []).model_dump()
+    dense = load_recipe(str(root / "synthesis_dense.yaml"), []).model_dump()
+    assert sparse["task"] == {"name": "synthesis", "feedback": "sparse"}
+    assert dense["task"] == {"name": "synthesis", "feedback": "dense"}
+    assert {k: v for k, v in sparse.items() if k not in ("task", "name")} == \
+        {k: v for k, v in dense.items() if k not in ("task", "name")}
+    assert sparse["model"]["testbed_sft"] and sparse["rollout"]["max_turns"] == 4
+    task = TASKS.build("synthesis", {k: v for k, v in dense["task"].items() if k != "name"})
+    longest = max(len(a) for p in task.prompts("sft") for a, _ in task.episode_demonstration(p, random.Random(0)))
+    assert longest + 1 <= sparse["rollout"]["max_new_tokens"]      # a turn fits, EOS included
