@@ -97,3 +97,26 @@ def test_opponents_are_valid_programs_for_every_grow():
         if template is not None:
             for grow in (1, 7, 99):
                 parse_policy(template.format(g=grow))
+
+
+def test_game_metrics_and_opponents():
+    """Game(cap 5, grow 2, greedy, 4 ticks) plays the greedy trace above: a = 3, b = 4, stock 0."""
+    from entrolab.agents.rules import format_policy
+
+    g = Game(5, 2, "greedy", ticks=4)
+    r = g.play(GREEDY)
+    assert r.scores == (3, 4)
+    assert g.metrics(r) == {"return": 0.75, "efficiency": 0.875, "equality": 1 - 1 / 14, "sustainability": 0.0}
+    assert format_policy(Game(9, 5, "cautious").opponent_policy(GREEDY)) == "if stock gt 5 then gather;wait"
+    assert format_policy(Game(9, 4, "warden").opponent_policy(GREEDY)) == \
+        "if last eq gather and stock le 4 then punish;if stock gt 4 then gather;wait"
+    assert Game(9, 4, "greedy").opponent_policy(parse_policy("wait")) == GREEDY
+    assert (Game(9, 4, "self").ticks, Game(9, 4, "self").freeze) == (40, 3)
+
+
+def test_game_passes_freeze_and_step_limit_on():
+    p0 = parse_policy("if tick eq 0 then punish;gather")
+    assert Game(5, 2, "greedy", ticks=5, freeze=2).play(p0).scores == (4, 3)   # the punish trace above
+    assert Game(5, 2, "greedy", ticks=5, freeze=3).play(p0).scores == (4, 2)   # t1..t3 frozen: b = 1 + 1
+    with pytest.raises(RuleError):
+        Game(5, 2, "greedy", ticks=3, max_steps=1).play(parse_policy("if stock gt 3 then gather"))
