@@ -11,8 +11,9 @@ policy; agent 1 runs the prompt's opponent: the same policy (``self``, self-play
 or a fixed one of ``gathering.OPPONENTS`` (named in the prompt). Feedback: ``ret`` = return, ``eff`` = efficiency,
 ``eq`` = equality, ``sus`` = sustainability.
 
-**Episode**: up to ``max_turns`` turns; ``<policy>P</policy>`` evaluates P and shows feedback,
-``<answer>P</answer>`` does the same and ends the episode. The episode's value is the BEST
+**Episode**: ``<policy>P</policy>`` evaluates P and shows feedback, ``<answer>P</answer>`` does the
+same and ends the episode; the rollout's turn budget (``rollout.max_turns``, by default the task's
+``max_turns``) ends it otherwise, so the environment itself never counts turns. The episode's value is the BEST
 return among the policies submitted (the game is deterministic, so a user deploys the best
 evaluated policy; "final" would punish probing). Each turn's reward is its improvement on the
 best so far, ``max(0, return − best)``, so the rewards of an episode sum to the best return.
@@ -79,12 +80,12 @@ class SynthesisEnv(ToolEnv):
 
     tools = ("policy",)
 
-    def __init__(self, game: Game, *, feedback: str, max_turns: int, reference: float):
-        self.game, self.feedback, self.max_turns, self.reference = game, feedback, max_turns, reference
-        self.turns, self.best, self.best_policy, self.ended = 0, 0.0, None, False
+    def __init__(self, game: Game, *, feedback: str, reference: float):
+        self.game, self.feedback, self.reference = game, feedback, reference
+        self.best, self.best_policy, self.ended = 0.0, None, False
 
     def reset(self, prompt: Prompt) -> str:
-        self.turns, self.best, self.best_policy, self.ended = 0, 0.0, None, False
+        self.best, self.best_policy, self.ended = 0.0, None, False
         return ""
 
     def _evaluate(self, body: str, *, final: bool) -> StepResult:
@@ -111,8 +112,7 @@ class SynthesisEnv(ToolEnv):
             return StepResult("error: the episode is over", 0.0, True, {"useful": False, "malformed": False,
                                                                         "tool_call": False})
         result = super().step(action_text)
-        self.turns += 1
-        self.ended = result.done or self.turns >= self.max_turns
+        self.ended = result.done
         return StepResult(result.observation, result.reward, self.ended,
                           {"useful": False, "parse_error": False, **result.info})
 
@@ -231,8 +231,7 @@ class Synthesis:
     # ------------------------------------------------------------ episodes
     def make_env(self, prompt: Prompt, *, seed: int) -> SynthesisEnv:
         """A fresh environment (``seed`` is unused: the game is deterministic)."""
-        return SynthesisEnv(self.game(prompt), feedback=self.feedback, max_turns=self.max_turns,
-                            reference=self.reference(prompt)[0])
+        return SynthesisEnv(self.game(prompt), feedback=self.feedback, reference=self.reference(prompt)[0])
 
     def episode_demonstration(self, prompt: Prompt, rng: random.Random) -> list[tuple[str, str]]:
         """An expert refining: up to ``max_turns - 1`` weaker reference policies in increasing
