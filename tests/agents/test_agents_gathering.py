@@ -120,3 +120,14 @@ def test_game_passes_freeze_and_step_limit_on():
     assert Game(5, 2, "greedy", ticks=5, freeze=3).play(p0).scores == (4, 2)   # t1..t3 frozen: b = 1 + 1
     with pytest.raises(RuleError):
         Game(5, 2, "greedy", ticks=3, max_steps=1).play(parse_policy("if stock gt 3 then gather"))
+
+
+def test_simulate_defaults_and_first_tick_last_is_none():
+    """Both agents see last = none at tick 0 (and punish, freezing each other for the default 3
+    ticks: t1..t3 forced waits), then see each other's forced waits."""
+    p = parse_policy("if last eq none then punish;if last eq wait then gather;wait")
+    r = simulate(p, p, cap=5, grow=2, ticks=5)
+    assert r.actions == (("punish", "punish"),) + (("wait", "wait"),) * 3 + (("gather", "gather"),)
+    assert r.scores == (1, 1)
+    q = parse_policy("if tick eq 0 then punish;gather")
+    assert simulate(q, GREEDY, cap=5, grow=2, ticks=5).scores == (4, 2)     # default freeze = 3
