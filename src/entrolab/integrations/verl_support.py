@@ -36,6 +36,8 @@ SUPPORT: dict[str, dict[str, str]] = {
         "countdown": "yes",
         "jsonl": "no: verl reads prompts and answers from its own parquet files (data.train_files); use verl's "
                  "built-in scorers for them",
+        "synthesis": "no: a multi-turn episodic task (entrolab.agents); the verl adapter scores one completion "
+                     "per prompt, not episodes",
     },
     "rewards": {
         "verifier": "yes", "format": "yes", "incorrect": "yes", "near_miss": "yes",
