@@ -153,6 +153,20 @@ def test_prompts_deterministic_disjoint_and_cover_the_grid():
     assert a.prompts("test")[0].id == "test-00000"
 
 
+def test_hidden_opponent_prompts_play_the_same_games():
+    shown, hidden = Synthesis(), Synthesis(hide_opponent=True)
+    for a, b in zip(shown.prompts("train"), hidden.prompts("train")):
+        cap, grow, opp = parse_prompt(a.text)
+        assert b.text == f"cap {cap} grow {grow} vs ?:" and b.meta == a.meta and b.id == a.id
+        assert hidden.game(b) == shown.game(a)
+    p = hidden.prompts("test")[0]
+    assert hidden.make_env(p, seed=0).game.opponent == p.meta["opponent"]
+    with pytest.raises(ValueError, match=r"prompt 'x' hides its opponent and its meta names none"):
+        hidden.game(Prompt(id="x", text="cap 9 grow 5 vs ?:", meta={}))
+    with pytest.raises(ValueError, match="hide_opponent must be true or false"):
+        Synthesis(hide_opponent="yes")
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="feedback must be one of sparse, dense"):
         Synthesis(feedback="medium")
@@ -193,10 +207,11 @@ def test_verify_reads_the_last_answer():
 
 
 # ------------------------------------------------------------------ demonstrations, charset
-def test_demonstrations_improve_and_succeed():
+@pytest.mark.parametrize("hide_opponent", [False, True])
+def test_demonstrations_improve_and_succeed(hide_opponent):
     """Every sft/test prompt: replaying the expert in a fresh env gives the demo's observations,
     strictly increasing returns, a successful outcome, and short actions."""
-    task = Synthesis()
+    task = Synthesis(hide_opponent=hide_opponent)
     rng = random.Random(0)
     for p in task.prompts("sft") + task.prompts("test"):
         demo = task.episode_demonstration(p, rng)

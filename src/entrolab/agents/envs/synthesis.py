@@ -59,16 +59,21 @@ def reference_policies(game: Game) -> list[str]:
     return out
 
 
-def prompt_text(game: Game) -> str:
-    """``cap 9 grow 5 vs greedy:`` (ticks, freeze and the feedback kind are task-wide)."""
-    return f"cap {game.cap} grow {game.grow} vs {game.opponent}:"
+#: What a prompt says instead of the opponent's name when the task hides it.
+HIDDEN = "?"
+
+
+def prompt_text(game: Game, *, hide_opponent: bool = False) -> str:
+    """``cap 9 grow 5 vs greedy:``, or ``cap 9 grow 5 vs ?:`` with the opponent hidden (ticks,
+    freeze and the feedback kind are task-wide)."""
+    return f"cap {game.cap} grow {game.grow} vs {HIDDEN if hide_opponent else game.opponent}:"
 
 
 def parse_prompt(text: str) -> tuple[int, int, str]:
-    """Inverse of :func:`prompt_text` (cap, grow, opponent); ValueError naming the text."""
+    """Inverse of :func:`prompt_text` (cap, grow, opponent or ``?``); ValueError naming the text."""
     words = text.rstrip(":").split(" ")
     ok = (len(words) == 6 and text.endswith(":") and words[0] == "cap" and words[2] == "grow"
-          and words[4] == "vs" and words[1].isdigit() and words[3].isdigit() and words[5] in OPPONENTS)
+          and words[4] == "vs" and words[1].isdigit() and words[3].isdigit() and (words[5] in OPPONENTS or words[5] == HIDDEN))
     if not ok:
         raise ValueError(f"not a synthesis prompt (expected like 'cap 9 grow 5 vs greedy:'): {text[:80]!r}")
     return int(words[1]), int(words[3]), words[5]
@@ -152,6 +157,8 @@ class Synthesis:
         opponents: opponent names (keys of ``OPPONENTS``; ``self`` = self-play).
         max_turns: default turn budget of an episode.
         n_train, n_validation, n_test, n_sft: split sizes.
+        hide_opponent: prompts say ``vs ?`` instead of the opponent (kept in ``Prompt.meta``), so
+            only the feedback tells the opponents apart.
     """
 
     name = "synthesis"
@@ -161,8 +168,11 @@ class Synthesis:
                  max_steps: int = MAX_STEPS, min_grow: int = 3, max_grow: int = 12,
                  opponents: tuple[str, ...] | list[str] = ("self", "greedy", "cautious", "warden"),
                  max_turns: int = 4, n_train: int = 140, n_validation: int = 40, n_test: int = 40,
-                 n_sft: int = 60):
+                 n_sft: int = 60, hide_opponent: bool = False):
         self.seed = _int("seed", seed, 0)
+        if not isinstance(hide_opponent, bool):
+            raise ValueError(f"synthesis: hide_opponent must be true or false, got {hide_opponent!r}")
+        self.hide_opponent = hide_opponent
         if feedback not in FEEDBACK:
             raise ValueError(f"synthesis: feedback must be one of {', '.join(FEEDBACK)}, got {feedback!r}")
         self.feedback = feedback
@@ -194,6 +204,11 @@ class Synthesis:
     # ------------------------------------------------------------ games and prompts
     def game(self, prompt: Prompt) -> Game:
         cap, grow, opp = parse_prompt(prompt.text)
+        if opp == HIDDEN:  # the prompt hides it; the task's own prompts carry it in meta
+            opp = (prompt.meta or {}).get("opponent")
+            if opp not in OPPONENTS:
+                raise ValueError(f"synthesis: prompt {prompt.id!r} hides its opponent and its meta names "
+                                 f"none of {', '.join(OPPONENTS)} (got {opp!r})")
         return Game(cap, grow, opp, ticks=self.ticks, freeze=self.freeze, max_steps=self.max_steps)
 
     def _grid(self) -> list[tuple[int, int, str]]:
@@ -208,7 +223,7 @@ class Synthesis:
         for split in ("test", "validation", "train", "sft"):
             chunk = games[start:start + self.sizes[split]]
             start += self.sizes[split]
-            out[split] = [Prompt(id=f"{split}-{i:05d}", text=prompt_text(Game(cap, grow, opp)),
+            out[split] = [Prompt(id=f"{split}-{i:05d}", text=prompt_text(Game(cap, grow, opp), hide_opponent=self.hide_opponent),
                                  meta={"cap": cap, "grow": grow, "opponent": opp})
                           for i, (cap, grow, opp) in enumerate(chunk)]
         return out
