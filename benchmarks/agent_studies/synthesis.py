@@ -11,5 +11,8 @@ STUDY = {
     # mean best return; turns and malformed turns show how the refinement is used.
     "metrics": ["pass@1", "episode_return", "episode_turns", "episode_malformed"],
     "curves": {"agent/return": [1, 30]},
-    "overrides": [],
+    # Hidden opponents: with the opponent named in the prompt the testbed base model already maps a
+    # prompt to a near-best policy (docs/agents/synthesis.md, "Known limit"), and feedback has nothing
+    # left to add; hidden, only the feedback tells the opponents apart.
+    "overrides": ["task.hide_opponent=true"],
 }
