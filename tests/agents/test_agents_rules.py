@@ -61,6 +61,8 @@ def test_tokenize_positions():
     ("if stok gt 3 then gather", "unknown_word", 3),
     ("if stock gt 3 gather", "syntax", 14),               # expected 'then'
     ("if stock 3 then gather", "syntax", 9),               # expected a comparison
+    ("if stock wait 3 then gather", "syntax", 9),          # a word, but not a comparison
+    ("if X then gather", "bad_char", 3),
     ("if stock gt then gather", "syntax", 12),             # expected a term
     ("if stock gt 3 then", "syntax", 18),                  # expected an action, got the end
     ("gather wait", "syntax", 7),                          # expected ';' or the end
@@ -90,6 +92,29 @@ def test_error_messages_name_what_was_expected_and_found():
         parse_policy("if stock gt 3 then")
     with pytest.raises(RuleError, match=r"unknown word 'stok'"):
         parse_policy("if stok gt 3 then gather")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "at 0: empty policy"),
+    ("if stock gt 12345 then wait", "at 12: number 12345 has more than 3 digits"),
+    ("if stok gt 3 then gather", "at 3: unknown word 'stok'"),
+    ("if abcdefghijklmnop gt 3 then wait", "at 3: unknown word 'abcdefghijkl'"),
+    ("gather!", "at 6: bad character '!'"),
+    ("if stock 3 then gather", "at 9: expected a comparison (lt, le, gt, ge, eq, ne), got '3'"),
+    ("if stock gt then gather", "at 12: expected a number, observable or action, got 'then'"),
+    ("gather wait", "at 7: expected ';' or end of policy, got 'wait'"),
+    ("if stock eq gather then wait", "at 3: cannot compare stock with gather (compare numbers with numbers, "
+                                     "or last with an action or none)"),
+    ("if last gt gather then wait", "at 8: actions compare only with eq or ne, not gt"),
+    ("wait;" * 8 + "gather", "at 40: more than 8 rules"),
+    ("if not not not not not not not me gt 1 then wait", "at 27: more than 6 nested 'not' or '('"),
+    ("wait;" * 40 + "w", "at 200: policy longer than 200 characters"),
+])
+def test_error_messages_exact(text, message):
+    """What the model reads after 'error: ' is exactly this text."""
+    with pytest.raises(RuleError) as e:
+        parse_policy(text)
+    assert str(e.value) == message
 
 
 def test_limits_are_keywords_and_exact():
@@ -164,6 +189,17 @@ def test_decide_counts_steps_with_short_circuit():
     assert decide(p, view(stock=5, me=3)) == ("wait", 5)
     assert decide(parse_policy("if stock gt 3 or me lt 2 then gather"), view(stock=5)) == ("gather", 3)
     assert decide(parse_policy("if not not me eq 0 then gather"), view()) == ("gather", 4)
+
+
+def test_single_not_negates_and_default_wait_counts_steps():
+    """'if not me eq 0 then gather': rule(1) not(2) cmp(3); me = 0 -> not true = false -> nothing
+    fires -> wait after 3 steps; me = 1 -> gather after 3 steps."""
+    p = parse_policy("if not me eq 0 then gather")
+    assert decide(p, view(me=0)) == ("wait", 3)
+    assert decide(p, view(me=1)) == ("gather", 3)
+    with pytest.raises(RuleError) as e:
+        decide(p, view(), max_steps=2)
+    assert (e.value.kind, e.value.pos) == ("step_limit", 0)
 
 
 def test_step_limit_names_the_rule_being_run():

@@ -173,13 +173,12 @@ class _Parser:
         return self.toks[self.i]
 
     def _is(self, text: str) -> bool:
-        return self.tok.kind != "num" and self.tok.text == text
+        return self.tok.text == text  # callers pass words or punctuation, never digits or ""
 
-    def _expect(self, text: str) -> Token:
+    def _expect(self, text: str) -> None:
         if not self._is(text):
             raise RuleError("syntax", self.tok.pos, f"expected {text!r}, got {_show(self.tok)}")
         self.i += 1
-        return self.toks[self.i - 1]
 
     def policy(self) -> Policy:
         if self.tok.kind == "end":
