@@ -18,6 +18,6 @@ STUDY = {
         {"label": "neither", "recipe": "recipes/agents/guessing_no_memory.yaml", "overrides": ["task.structure=false"]},
     ],
     "metrics": ["pass@1", "episode_return", "episode_turns", "episode_malformed"],
-    "curves": {"agent/return": [1, 40], "agent/turns": [1, 40]},
-    "overrides": [],
+    "curves": {"agent/return": [1, 30], "agent/turns": [1, 30]},
+    "overrides": ["train.steps=30", "eval.num_prompts=32"],
 }

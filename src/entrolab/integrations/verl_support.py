@@ -40,7 +40,7 @@ SUPPORT: dict[str, dict[str, str]] = {
                  "built-in scorers for them",
         "routing": "no: a multi-turn environment; verl's rollout generates one completion per prompt here",
         # episodic (multi-turn) tasks: an episode needs entrolab's environment loop between turns
-        "calculator": f"no: {_EPISODIC}", "guessing": f"no: {_EPISODIC}",
+        "calculator": f"no: {_EPISODIC}", "guessing": f"no: {_EPISODIC}", "synthesis": f"no: {_EPISODIC}",
     },
     "rewards": {
         "verifier": "yes", "format": "yes", "incorrect": "yes", "near_miss": "yes",
