@@ -61,9 +61,9 @@ def chunk_generator(model, engine: str):
     if engine == "builtin":
         return sampler._dispatch_chunk(model)
     if engine == "static":
-        from entrolab.rollout.static_decoder import _fallback_reason, generate_chunk_static
+        from entrolab.rollout.static_decoder import chunk_for
 
-        return sampler._generate_chunk if _fallback_reason(model) is not None else generate_chunk_static
+        return chunk_for(model)
     raise ValueError(f"rollout.engine {engine!r} has no multi-turn mode; episodic tasks use 'builtin' or 'static'")
 
 

@@ -182,6 +182,18 @@ def _fallback_reason(model) -> str | None:
     return reason
 
 
+def chunk_for(model, *, cuda_graphs: bool | None = None, dtype: torch.dtype | None = None
+              ) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The chunk generator (``sampler._generate_chunk``'s contract) of the static engine for ``model``:
+    ``generate_chunk_static``, or the builtin loop after a one-time warning when it is unsupported."""
+    if _fallback_reason(model) is not None:
+        return sampler._generate_chunk
+
+    def chunk(*args, **kw):
+        return generate_chunk_static(*args, cuda_graphs=cuda_graphs, dtype=dtype, **kw)
+    return chunk
+
+
 def sample_static(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -201,11 +213,7 @@ def sample_static(
 ) -> RolloutBatch:
     """``sampler.sample``'s contract (arguments, validation, returned batch) on the static decoder;
     an unsupported model (``static_support``) runs the builtin loop after a one-time warning."""
-    if _fallback_reason(model) is not None:
-        chunk = sampler._generate_chunk
-    else:
-        def chunk(*args, **kw):
-            return generate_chunk_static(*args, cuda_graphs=cuda_graphs, dtype=dtype, **kw)
+    chunk = chunk_for(model, cuda_graphs=cuda_graphs, dtype=dtype)
     return sampler.sample_with(chunk, model, tokenizer, prompts, group_size=group_size, temperature=temperature,
                                top_p=top_p, max_new_tokens=max_new_tokens, generator=generator,
                                batch_size=batch_size, greedy=greedy, prompt_texts=prompt_texts, progress=progress)
@@ -217,11 +225,7 @@ def generate_from_ids(model: torch.nn.Module, contexts: Sequence[Sequence[int]],
                       dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
     """One completion per token-id context (no grouping); ``(tokens_nT, logp_nT, entropy_nT,
     length_n, eos_n)`` on CPU as in ``sampler.generate_from_ids``; falls back like ``sample_static``."""
-    if _fallback_reason(model) is not None:
-        chunk = sampler._generate_chunk
-    else:
-        def chunk(*args, **kw):
-            return generate_chunk_static(*args, cuda_graphs=cuda_graphs, dtype=dtype, **kw)
+    chunk = chunk_for(model, cuda_graphs=cuda_graphs, dtype=dtype)
     return sampler.generate_ids_with(chunk, model, contexts, pad_id=pad_id, eos_id=eos_id,
                                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                      greedy=greedy, generator=generator)
